@@ -1,0 +1,13 @@
+//! Chromium processes and the DevTools protocol, and nothing else: launching and killing
+//! browsers (one process group each), a warm pool, page actions, and `/proc` helpers for
+//! reaping and memory measurement. This crate knows nothing of sessions, storage or HTTP.
+
+pub mod cdp;
+mod launch;
+mod page;
+mod pool;
+pub mod procfs;
+
+pub use launch::{Browser, CHROMIUM_CANDIDATES, LaunchError, LaunchOptions, find_chromium, kill_group};
+pub use page::{Page, PageError, Screenshot};
+pub use pool::{Launcher, WarmPool};
