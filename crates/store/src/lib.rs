@@ -1,1 +1,57 @@
+//! Persistence for agentbox behind the [`Store`] trait, and its SQLite implementation.
+//!
+//! All SQL lives in this crate. Records are plain data; the engine owns their meaning.
+//! Timestamps are milliseconds since the Unix epoch. API keys arrive here already hashed:
+//! the store never sees a key in clear.
 
+mod migrations;
+mod records;
+mod sqlite;
+
+pub use records::{ApiKeyRecord, NewSession, SessionRecord, SessionStatus, UserRecord};
+pub use sqlite::SqliteStore;
+use uuid::Uuid;
+
+/// A storage failure. These are never the client's fault; the server answers 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database was written by a newer agentbox (schema {found}, this build knows {known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("a stored value is invalid: {0}")]
+    Corrupt(String),
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Everything the engine persists. A Postgres backend can implement the same trait.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a user with one API key (given as its hash and display prefix).
+    async fn create_user(&self, user: &UserRecord, key: &ApiKeyRecord) -> Result<()>;
+    async fn count_users(&self) -> Result<u64>;
+    async fn list_users(&self) -> Result<Vec<(UserRecord, Vec<ApiKeyRecord>)>>;
+    /// The user owning an unrevoked key with this hash.
+    async fn user_by_key_hash(&self, key_hash: &str) -> Result<Option<UserRecord>>;
+    /// Revokes every key whose prefix starts with `prefix`; returns how many.
+    async fn revoke_keys(&self, prefix: &str, now_ms: i64) -> Result<u64>;
+    async fn set_webhook_secret(&self, user_id: Uuid, secret: &str) -> Result<bool>;
+
+    /// Inserts a session and, when it is new, its environment, in one transaction.
+    async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord>;
+    /// A session that is not deleted, if `user_id` owns it.
+    async fn get_session(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>>;
+    /// The user's sessions that are not deleted, oldest first.
+    async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<SessionRecord>>;
+    async fn set_session_status(&self, id: Uuid, status: SessionStatus, reason: Option<&str>, now_ms: i64) -> Result<()>;
+    /// Marks a session deleted (`terminated`) and forgets its browser pid.
+    async fn mark_session_deleted(&self, id: Uuid, now_ms: i64) -> Result<()>;
+    /// Every browser pid recorded for a session that is not deleted.
+    async fn recorded_browser_pids(&self) -> Result<Vec<u32>>;
+    /// On start-up: every session that was live when the last run ended becomes `error`
+    /// with `reason`, and loses its pid. Returns how many.
+    async fn fail_live_sessions(&self, reason: &str, now_ms: i64) -> Result<u64>;
+}

@@ -1,0 +1,370 @@
+//! The SQLite [`Store`]: one connection in WAL mode behind a mutex, used from tokio's
+//! blocking pool so that no query runs on an async worker thread.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use crate::records::{ApiKeyRecord, NewSession, SessionRecord, SessionStatus, UserRecord};
+use crate::{Result, Store, StoreError, migrations};
+
+/// A [`Store`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::migrate(&mut conn)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Task("database lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn uuid_col(row: &Row<'_>, idx: &str) -> rusqlite::Result<Uuid> {
+    let s: String = row.get(idx)?;
+    Uuid::parse_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn opt_uuid_col(row: &Row<'_>, idx: &str) -> rusqlite::Result<Option<Uuid>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| Uuid::parse_str(&s))
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: uuid_col(row, "id")?,
+        name: row.get("name")?,
+        webhook_secret: row.get("webhook_secret")?,
+        default_environment_id: opt_uuid_col(row, "default_environment_id")?,
+        created_at_ms: row.get("created_at")?,
+    })
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        prefix: row.get("prefix")?,
+        hash: row.get("hash")?,
+        user_id: uuid_col(row, "user_id")?,
+        created_at_ms: row.get("created_at")?,
+        revoked_at_ms: row.get("revoked_at")?,
+    })
+}
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let status: String = row.get("status")?;
+    Ok(SessionRecord {
+        id: uuid_col(row, "id")?,
+        user_id: uuid_col(row, "user_id")?,
+        agent_name: row.get("agent_name")?,
+        status: SessionStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown status {status}").into())
+        })?,
+        status_reason: row.get("status_reason")?,
+        environment_id: uuid_col(row, "environment_id")?,
+        browser_pid: row.get("browser_pid")?,
+        profile_dir: row.get("profile_dir")?,
+        webhook_url: row.get("webhook_url")?,
+        goal: row.get("goal")?,
+        max_steps: row.get("max_steps")?,
+        agent_session_type: row.get("agent_session_type")?,
+        restored_from: row.get("restored_from")?,
+        created_at_ms: row.get("created_at")?,
+        updated_at_ms: row.get("updated_at")?,
+        deleted_at_ms: row.get("deleted_at")?,
+    })
+}
+
+const SESSION_COLS: &str = "id, user_id, agent_name, status, status_reason, environment_id, browser_pid, profile_dir, \
+     webhook_url, goal, max_steps, agent_session_type, restored_from, created_at, updated_at, deleted_at";
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: &UserRecord, key: &ApiKeyRecord) -> Result<()> {
+        let (user, key) = (user.clone(), key.clone());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO users (id, name, webhook_secret, default_environment_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    user.id.to_string(),
+                    user.name,
+                    user.webhook_secret,
+                    user.default_environment_id.map(|u| u.to_string()),
+                    user.created_at_ms
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO api_keys (hash, prefix, user_id, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.hash, key.prefix, key.user_id.to_string(), key.created_at_ms, key.revoked_at_ms],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<(UserRecord, Vec<ApiKeyRecord>)>> {
+        self.with(|c| {
+            let users: Vec<UserRecord> = c
+                .prepare("SELECT * FROM users ORDER BY created_at, id")?
+                .query_map([], user_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt = c.prepare("SELECT * FROM api_keys WHERE user_id = ?1 ORDER BY created_at")?;
+            users
+                .into_iter()
+                .map(|u| {
+                    let keys = stmt.query_map([u.id.to_string()], key_from_row)?.collect::<rusqlite::Result<_>>()?;
+                    Ok((u, keys))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn user_by_key_hash(&self, key_hash: &str) -> Result<Option<UserRecord>> {
+        let key_hash = key_hash.to_owned();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT u.* FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.hash = ?1 AND k.revoked_at IS NULL",
+                [key_hash],
+                user_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_keys(&self, prefix: &str, now_ms: i64) -> Result<u64> {
+        // Escape LIKE's wildcards so a prefix matches literally.
+        let pattern = format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        self.with(move |c| {
+            Ok(c.execute(
+                "UPDATE api_keys SET revoked_at = ?1 WHERE prefix LIKE ?2 ESCAPE '\\' AND revoked_at IS NULL",
+                params![now_ms, pattern],
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn set_webhook_secret(&self, user_id: Uuid, secret: &str) -> Result<bool> {
+        let secret = secret.to_owned();
+        self.with(move |c| {
+            Ok(c.execute("UPDATE users SET webhook_secret = ?1 WHERE id = ?2", params![secret, user_id.to_string()])? == 1)
+        })
+        .await
+    }
+
+    async fn insert_session(&self, s: &NewSession) -> Result<SessionRecord> {
+        let s = s.clone();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            if s.new_environment {
+                tx.execute(
+                    "INSERT INTO environments (id, user_id, created_at) VALUES (?1, ?2, ?3)",
+                    params![s.environment_id.to_string(), s.user_id.to_string(), s.created_at_ms],
+                )?;
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL)"
+                ),
+                params![
+                    s.id.to_string(),
+                    s.user_id.to_string(),
+                    s.agent_name,
+                    s.status.as_str(),
+                    s.environment_id.to_string(),
+                    s.browser_pid,
+                    s.profile_dir,
+                    s.webhook_url,
+                    s.goal,
+                    s.max_steps,
+                    s.agent_session_type,
+                    s.restored_from,
+                    s.created_at_ms,
+                ],
+            )?;
+            let rec = tx.query_row(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"), [s.id.to_string()], session_from_row)?;
+            tx.commit()?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn get_session(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1 AND user_id = ?2 AND deleted_at IS NULL"),
+                [id.to_string(), user_id.to_string()],
+                session_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<SessionRecord>> {
+        self.with(move |c| {
+            Ok(c.prepare(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE user_id = ?1 AND deleted_at IS NULL ORDER BY created_at, id"
+            ))?
+            .query_map([user_id.to_string()], session_from_row)?
+            .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn set_session_status(&self, id: Uuid, status: SessionStatus, reason: Option<&str>, now_ms: i64) -> Result<()> {
+        let reason = reason.map(str::to_owned);
+        self.with(move |c| {
+            c.execute(
+                "UPDATE sessions SET status = ?1, status_reason = ?2, updated_at = ?3 WHERE id = ?4 AND deleted_at IS NULL",
+                params![status.as_str(), reason, now_ms, id.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_session_deleted(&self, id: Uuid, now_ms: i64) -> Result<()> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE sessions SET status = 'terminated', browser_pid = NULL, updated_at = ?1, deleted_at = ?1 WHERE id = ?2 AND deleted_at IS NULL",
+                params![now_ms, id.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recorded_browser_pids(&self) -> Result<Vec<u32>> {
+        self.with(|c| {
+            Ok(c.prepare("SELECT browser_pid FROM sessions WHERE deleted_at IS NULL AND browser_pid IS NOT NULL")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn fail_live_sessions(&self, reason: &str, now_ms: i64) -> Result<u64> {
+        let reason = reason.to_owned();
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE sessions SET status = 'error', status_reason = ?1, updated_at = ?2 \
+                 WHERE deleted_at IS NULL AND status NOT IN ('error', 'terminated')",
+                params![reason, now_ms],
+            )?;
+            c.execute("UPDATE sessions SET browser_pid = NULL WHERE browser_pid IS NOT NULL", [])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> (UserRecord, ApiKeyRecord) {
+        let id = Uuid::new_v4();
+        let u = UserRecord { id, name: name.into(), webhook_secret: "whsec_x".into(), default_environment_id: None, created_at_ms: 1 };
+        let k = ApiKeyRecord { prefix: format!("ab_{name}"), hash: format!("hash-{name}"), user_id: id, created_at_ms: 1, revoked_at_ms: None };
+        (u, k)
+    }
+
+    fn session(user_id: Uuid) -> NewSession {
+        NewSession {
+            id: Uuid::new_v4(),
+            user_id,
+            agent_name: "agi-0".into(),
+            status: SessionStatus::Ready,
+            environment_id: Uuid::new_v4(),
+            new_environment: true,
+            browser_pid: Some(4242),
+            profile_dir: Some("/p".into()),
+            webhook_url: None,
+            goal: None,
+            max_steps: 100,
+            agent_session_type: "managed-cdp".into(),
+            restored_from: None,
+            created_at_ms: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_resolve_to_their_user_until_revoked_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let (u, k) = user("alice");
+        store.create_user(&u, &k).await.unwrap();
+        assert_eq!(store.user_by_key_hash("hash-alice").await.unwrap(), Some(u.clone()));
+        assert_eq!(store.revoke_keys("ab_al", 5).await.unwrap(), 1);
+        assert_eq!(store.user_by_key_hash("hash-alice").await.unwrap(), None);
+        assert_eq!(store.revoke_keys("ab_%", 6).await.unwrap(), 0, "a LIKE wildcard in the prefix is literal");
+    }
+
+    #[tokio::test]
+    async fn sessions_are_private_to_their_owner_and_vanish_when_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let (a, ka) = user("a");
+        let (b, kb) = user("b");
+        store.create_user(&a, &ka).await.unwrap();
+        store.create_user(&b, &kb).await.unwrap();
+        let s = store.insert_session(&session(a.id)).await.unwrap();
+        assert_eq!(store.get_session(a.id, s.id).await.unwrap().as_ref(), Some(&s));
+        assert_eq!(store.get_session(b.id, s.id).await.unwrap(), None);
+        assert_eq!(store.list_sessions(b.id).await.unwrap(), vec![]);
+        assert_eq!(store.recorded_browser_pids().await.unwrap(), vec![4242]);
+        store.mark_session_deleted(s.id, 20).await.unwrap();
+        assert_eq!(store.get_session(a.id, s.id).await.unwrap(), None);
+        assert!(store.recorded_browser_pids().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn live_sessions_of_a_previous_run_become_errors_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let (a, ka) = user("a");
+        let id = {
+            let store = SqliteStore::open(&path).unwrap();
+            store.create_user(&a, &ka).await.unwrap();
+            store.insert_session(&session(a.id)).await.unwrap().id
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.fail_live_sessions("server restarted", 30).await.unwrap(), 1);
+        let s = store.get_session(a.id, id).await.unwrap().unwrap();
+        assert_eq!(s.status, SessionStatus::Error);
+        assert_eq!(s.status_reason.as_deref(), Some("server restarted"));
+        assert_eq!(s.browser_pid, None);
+    }
+}
