@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::launch::{Browser, LaunchError, LaunchOptions};
+use crate::launch::{Browser, LaunchError, LaunchOptions, find_chromium};
 
 /// Starts browsers with one shared configuration, each in a fresh profile dir under `profiles_root`.
 #[derive(Debug, Clone)]
 pub struct Launcher {
-    pub executable: PathBuf,
+    /// The configured Chromium; `None` looks in the usual places at each launch, so a
+    /// Chromium installed while the server runs is found without a restart.
+    pub executable: Option<PathBuf>,
     pub profiles_root: PathBuf,
     pub viewport: (u32, u32),
     pub timeout: Duration,
@@ -27,7 +29,7 @@ pub struct Launcher {
 impl Launcher {
     pub async fn launch(&self) -> Result<Browser, LaunchError> {
         let opts = LaunchOptions {
-            executable: self.executable.clone(),
+            executable: find_chromium(self.executable.as_deref())?,
             profile_dir: self.profiles_root.join(uuid::Uuid::new_v4().to_string()),
             viewport: self.viewport,
             timeout: self.timeout,

@@ -6,7 +6,7 @@ use agentbox_browser::{Launcher, WarmPool, find_chromium, procfs};
 
 fn launcher(root: &std::path::Path) -> Launcher {
     Launcher {
-        executable: find_chromium(None).expect("Chromium must be installed for the test suite (apt-get install chromium)"),
+        executable: None,
         profiles_root: root.to_owned(),
         viewport: (800, 600),
         timeout: Duration::from_secs(30),

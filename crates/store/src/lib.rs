@@ -8,7 +8,7 @@ mod migrations;
 mod records;
 mod sqlite;
 
-pub use records::{ApiKeyRecord, NewSession, SessionRecord, SessionStatus, UserRecord};
+pub use records::{ApiKeyRecord, EnvironmentRecord, NewSession, SessionRecord, SessionStatus, UserRecord};
 pub use sqlite::SqliteStore;
 use uuid::Uuid;
 
@@ -44,6 +44,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord>;
     /// A session that is not deleted, if `user_id` owns it.
     async fn get_session(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>>;
+    /// A session of this user's, deleted or not.
+    async fn get_session_any(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>>;
+    /// An environment of this user's.
+    async fn get_environment(&self, user_id: Uuid, id: Uuid) -> Result<Option<EnvironmentRecord>>;
     /// The user's sessions that are not deleted, oldest first.
     async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<SessionRecord>>;
     async fn set_session_status(&self, id: Uuid, status: SessionStatus, reason: Option<&str>, now_ms: i64) -> Result<()>;

@@ -65,6 +65,14 @@ impl SessionStatus {
     }
 }
 
+/// A saved browser state's home; every session belongs to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub created_at_ms: i64,
+}
+
 /// What creating a session writes.
 #[derive(Debug, Clone)]
 pub struct NewSession {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use crate::records::{ApiKeyRecord, NewSession, SessionRecord, SessionStatus, UserRecord};
+use crate::records::{ApiKeyRecord, EnvironmentRecord, NewSession, SessionRecord, SessionStatus, UserRecord};
 use crate::{Result, Store, StoreError, migrations};
 
 /// A [`Store`] in one SQLite file.
@@ -226,6 +226,30 @@ impl Store for SqliteStore {
                 &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1 AND user_id = ?2 AND deleted_at IS NULL"),
                 [id.to_string(), user_id.to_string()],
                 session_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn get_session_any(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1 AND user_id = ?2"),
+                [id.to_string(), user_id.to_string()],
+                session_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn get_environment(&self, user_id: Uuid, id: Uuid) -> Result<Option<EnvironmentRecord>> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT id, user_id, created_at FROM environments WHERE id = ?1 AND user_id = ?2",
+                [id.to_string(), user_id.to_string()],
+                |r| Ok(EnvironmentRecord { id: uuid_col(r, "id")?, user_id: uuid_col(r, "user_id")?, created_at_ms: r.get("created_at")? }),
             )
             .optional()?)
         })

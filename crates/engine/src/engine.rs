@@ -1,0 +1,520 @@
+//! The [`Engine`]: the registry of live sessions and every operation on them.
+//!
+//! Ownership: the engine owns the warm pool's driver task, the reaper task and (through
+//! its registry) every session actor. [`Engine::shutdown`] signals the drivers, closes
+//! every session and joins all of them. The registry lock is a plain mutex held only for
+//! map operations, never across an await.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use agentbox_browser::{Launcher, Screenshot, WarmPool, procfs};
+use agentbox_store::{NewSession, SessionRecord, SessionStatus, Store, StoreError, UserRecord};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::config::EngineConfig;
+use crate::error::{ActionError, CapacityScope, CreateError, DeleteError, LookupError};
+use crate::session::{self, ActorSettings, Command, SessionHandle};
+use crate::time::now_ms;
+use crate::tokens::{Claims, TokenKey, TokenScope};
+use crate::validate::{HttpUrl, MaxSteps, SnapshotMode};
+
+/// How long the links in a session object stay valid. They also die with the session.
+const LINK_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Why a previous run's live sessions are now in error.
+pub const SERVER_RESTARTED: &str =
+    "the server restarted and this session's browser is gone; delete this session and create a new one";
+const SERVER_STOPPED: &str = "the server shut down and this session's browser is gone; delete it and create a new one";
+
+/// A session as the API shows it: the stored record plus its links.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub record: SessionRecord,
+    pub vnc_url: String,
+    pub cdp_url: String,
+}
+
+/// The execution status of a session's task (the API's `/status` vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionStatus {
+    Ready,
+    Running,
+    WaitingForInput,
+    Paused,
+    Finished,
+    Error,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Running => "running",
+            Self::WaitingForInput => "waiting_for_input",
+            Self::Paused => "paused",
+            Self::Finished => "finished",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Where a new session's browser state comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreSource {
+    Session(Uuid),
+    Environment(Uuid),
+    UserDefault(Uuid),
+}
+
+/// A validated create request.
+#[derive(Debug, Clone, Default)]
+pub struct CreateSession {
+    pub agent_name: Option<String>,
+    pub webhook_url: Option<HttpUrl>,
+    pub goal: Option<String>,
+    pub max_steps: MaxSteps,
+    pub restore: Option<RestoreSource>,
+    pub enable_memory_snapshot: bool,
+}
+
+/// What a reaper pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReapReport {
+    pub idle_ended: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<Uuid, Arc<SessionHandle>>,
+    /// Creates that passed the capacity check and are starting a browser, per user.
+    starting: HashMap<Uuid, usize>,
+    shutting_down: bool,
+}
+
+impl Registry {
+    fn count_for(&self, user: Uuid) -> usize {
+        self.sessions.values().filter(|h| h.user_id == user).count() + self.starting.get(&user).copied().unwrap_or(0)
+    }
+
+    fn count_all(&self) -> usize {
+        self.sessions.len() + self.starting.values().sum::<usize>()
+    }
+
+    fn finish_starting(&mut self, user: Uuid) {
+        if let Some(n) = self.starting.get_mut(&user) {
+            *n -= 1;
+            if *n == 0 {
+                self.starting.remove(&user);
+            }
+        }
+    }
+}
+
+/// The agentbox domain: sessions, their browsers and their links.
+pub struct Engine {
+    config: EngineConfig,
+    store: Arc<dyn Store>,
+    pool: Arc<WarmPool>,
+    tokens: TokenKey,
+    registry: Mutex<Registry>,
+    stop: watch::Sender<bool>,
+    drivers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot prepare {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Engine {
+    /// Cleans up after a previous run (its browsers, profile dirs and live sessions), then
+    /// starts the warm pool and the reaper.
+    pub async fn start(config: EngineConfig, store: Arc<dyn Store>) -> Result<Arc<Self>, StartError> {
+        let profiles = config.profiles_dir();
+        std::fs::create_dir_all(&profiles).map_err(|source| StartError::Io { path: profiles.display().to_string(), source })?;
+        let key_path = config.data_dir.join("token.key");
+        let tokens = TokenKey::load_or_create(&key_path).map_err(|source| StartError::Io { path: key_path.display().to_string(), source })?;
+
+        reap_previous_run(&profiles, store.as_ref()).await?;
+
+        let launcher = Launcher {
+            executable: config.chromium_path.clone(),
+            profiles_root: profiles,
+            viewport: config.viewport,
+            timeout: config.launch_timeout,
+        };
+        let pool = WarmPool::new(launcher, config.pool_size);
+        let (stop, _) = watch::channel(false);
+        let engine = Arc::new(Self {
+            config,
+            store,
+            pool: pool.clone(),
+            tokens,
+            registry: Mutex::default(),
+            stop,
+            drivers: Mutex::default(),
+        });
+        let pool_driver = tokio::spawn({
+            let stop = engine.stop.subscribe();
+            async move { pool.run(stop).await }
+        });
+        let reaper = tokio::spawn(run_reaper(Arc::downgrade(&engine), engine.stop.subscribe(), engine.config.reap_interval));
+        engine.drivers.lock().expect("drivers lock").extend([pool_driver, reaper]);
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The warm pool (benchmarks wait on it to measure the warm path).
+    pub fn pool(&self) -> &Arc<WarmPool> {
+        &self.pool
+    }
+
+    /// The configured agent names, in configuration order.
+    pub fn agent_names(&self) -> Vec<String> {
+        self.config.agents.iter().map(|a| a.name.clone()).collect()
+    }
+
+    /// Resolves a bearer API key to its user.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<UserRecord>, StoreError> {
+        crate::users::authenticate(self.store.as_ref(), key).await
+    }
+
+    /// How many sessions have a running actor.
+    pub fn live_sessions(&self) -> usize {
+        self.registry.lock().expect("registry lock").sessions.len()
+    }
+
+    /// Creates a session with its own browser; returns once the browser is ready.
+    #[tracing::instrument(skip_all, fields(user_id = %user.id))]
+    pub async fn create_session(&self, user: &UserRecord, req: CreateSession) -> Result<SessionView, CreateError> {
+        let agent_name = req.agent_name.unwrap_or_else(|| "agi-0".to_owned());
+        if !self.config.agents.iter().any(|a| a.name == agent_name) {
+            return Err(CreateError::UnknownAgent { given: agent_name, valid: self.agent_names() });
+        }
+        if let Some(source) = req.restore {
+            return Err(CreateError::RestoreNotFound(self.describe_missing_snapshot(user, source).await?));
+        }
+        {
+            let mut reg = self.registry.lock().expect("registry lock");
+            if reg.shutting_down {
+                return Err(CreateError::ShuttingDown);
+            }
+            if reg.count_all() >= self.config.max_sessions {
+                return Err(CreateError::Capacity { scope: CapacityScope::Server, limit: self.config.max_sessions });
+            }
+            if reg.count_for(user.id) >= self.config.max_sessions_per_user {
+                return Err(CreateError::Capacity { scope: CapacityScope::User, limit: self.config.max_sessions_per_user });
+            }
+            *reg.starting.entry(user.id).or_default() += 1;
+        }
+        let result = self.start_session(user, agent_name, req.webhook_url, req.goal, req.max_steps).await;
+        let mut reg = self.registry.lock().expect("registry lock");
+        reg.finish_starting(user.id);
+        let (view, handle) = result?;
+        if reg.shutting_down {
+            drop(reg);
+            // Shutdown began while the browser started: do not leave it running.
+            tokio::spawn(async move { handle.close().await });
+            return Err(CreateError::ShuttingDown);
+        }
+        reg.sessions.insert(view.record.id, Arc::new(handle));
+        Ok(view)
+    }
+
+    async fn start_session(
+        &self,
+        user: &UserRecord,
+        agent_name: String,
+        webhook_url: Option<HttpUrl>,
+        goal: Option<String>,
+        max_steps: MaxSteps,
+    ) -> Result<(SessionView, SessionHandle), CreateError> {
+        let (browser, warm) = self.pool.acquire().await?;
+        let id = Uuid::new_v4();
+        tracing::debug!(session_id = %id, warm, pid = browser.pid(), "browser acquired");
+        let new = NewSession {
+            id,
+            user_id: user.id,
+            agent_name,
+            status: SessionStatus::Ready,
+            environment_id: Uuid::new_v4(),
+            new_environment: true,
+            browser_pid: Some(browser.pid()),
+            profile_dir: Some(browser.profile_dir().display().to_string()),
+            webhook_url: webhook_url.map(|u| u.to_string()),
+            goal,
+            max_steps: max_steps.get(),
+            agent_session_type: "managed-cdp".to_owned(),
+            restored_from: None,
+            created_at_ms: now_ms(),
+        };
+        // If the insert fails, `browser` drops here and its group is killed.
+        let record = self.store.insert_session(&new).await?;
+        let settings = ActorSettings {
+            navigation_timeout: self.config.navigation_timeout,
+            screenshot_quality: self.config.screenshot_quality,
+        };
+        let handle = session::spawn(id, user.id, browser, self.store.clone(), settings);
+        Ok((self.view(record), handle))
+    }
+
+    async fn describe_missing_snapshot(&self, user: &UserRecord, source: RestoreSource) -> Result<String, StoreError> {
+        Ok(match source {
+            RestoreSource::Session(id) => match self.store.get_session_any(user.id, id).await? {
+                None => format!("restore_from_session_id: session {id} not found"),
+                Some(_) => format!(
+                    "restore_from_session_id: session {id} has no saved snapshot (delete it with save_snapshot_mode=filesystem to save one)"
+                ),
+            },
+            RestoreSource::Environment(id) => match self.store.get_environment(user.id, id).await? {
+                None => format!("restore_from_environment_id: environment {id} not found"),
+                Some(_) => format!("restore_from_environment_id: environment {id} has no saved snapshot"),
+            },
+            RestoreSource::UserDefault(uid) if uid != user.id => {
+                format!("restore_default_environment_from_user_id: user {uid} not found")
+            }
+            RestoreSource::UserDefault(uid) => match user.default_environment_id {
+                None => format!(
+                    "restore_default_environment_from_user_id: user {uid} has no default environment (delete a session with save_as_default=true to set one)"
+                ),
+                Some(env) => format!("restore_default_environment_from_user_id: default environment {env} has no saved snapshot"),
+            },
+        })
+    }
+
+    /// One of the user's sessions.
+    pub async fn get_session(&self, user: &UserRecord, id: Uuid) -> Result<SessionView, LookupError> {
+        self.touch(user, id);
+        let record = self.store.get_session(user.id, id).await?.ok_or(LookupError::NotFound)?;
+        Ok(self.view(record))
+    }
+
+    /// The user's sessions that are not deleted, oldest first.
+    pub async fn list_sessions(&self, user: &UserRecord) -> Result<Vec<SessionView>, StoreError> {
+        Ok(self.store.list_sessions(user.id).await?.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    /// The execution status of the session's task.
+    pub async fn execution_status(&self, user: &UserRecord, id: Uuid) -> Result<ExecutionStatus, LookupError> {
+        let view = self.get_session(user, id).await?;
+        Ok(match view.record.status {
+            SessionStatus::Initializing | SessionStatus::Ready => ExecutionStatus::Ready,
+            SessionStatus::Running => ExecutionStatus::Running,
+            SessionStatus::Paused => ExecutionStatus::Paused,
+            SessionStatus::Completed => ExecutionStatus::Finished,
+            SessionStatus::Error | SessionStatus::Terminated => ExecutionStatus::Error,
+        })
+    }
+
+    /// Navigates the session's active tab; returns the URL it ended on.
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn navigate(&self, user: &UserRecord, id: Uuid, url: &HttpUrl) -> Result<String, ActionError> {
+        let handle = self.handle(user, id).await?;
+        let (reply, rx) = oneshot::channel();
+        handle.send(Command::Navigate { url: url.to_string(), reply }).await?;
+        rx.await.map_err(|_| ActionError::BrowserGone(session::BROWSER_DIED.into()))?
+    }
+
+    /// A JPEG of the session's active tab with its URL and title.
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn screenshot(&self, user: &UserRecord, id: Uuid) -> Result<Screenshot, ActionError> {
+        let handle = self.handle(user, id).await?;
+        let (reply, rx) = oneshot::channel();
+        handle.send(Command::Screenshot { reply }).await?;
+        rx.await.map_err(|_| ActionError::BrowserGone(session::BROWSER_DIED.into()))?
+    }
+
+    /// The live actor of one of the user's sessions. A session that exists but has no
+    /// actor (its browser died with a previous server run) reports why.
+    async fn handle(&self, user: &UserRecord, id: Uuid) -> Result<Arc<SessionHandle>, ActionError> {
+        let found = self.registry.lock().expect("registry lock").sessions.get(&id).filter(|h| h.user_id == user.id).cloned();
+        match found {
+            Some(h) => {
+                h.touch();
+                Ok(h)
+            }
+            None => match self.store.get_session(user.id, id).await? {
+                Some(rec) => Err(ActionError::BrowserGone(rec.status_reason.unwrap_or_else(|| session::BROWSER_DIED.into()))),
+                None => Err(ActionError::NotFound),
+            },
+        }
+    }
+
+    fn touch(&self, user: &UserRecord, id: Uuid) {
+        if let Some(h) = self.registry.lock().expect("registry lock").sessions.get(&id).filter(|h| h.user_id == user.id) {
+            h.touch();
+        }
+    }
+
+    /// Deletes one of the user's sessions. `Ok(false)` when there was no such session.
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn delete_session(&self, user: &UserRecord, id: Uuid, mode: SnapshotMode) -> Result<bool, DeleteError> {
+        match mode {
+            SnapshotMode::None => {}
+            SnapshotMode::Memory => return Err(DeleteError::SnapshotUnavailable("memory")),
+            SnapshotMode::Filesystem => return Err(DeleteError::SnapshotUnavailable("filesystem")),
+        }
+        if self.store.get_session(user.id, id).await?.is_none() {
+            return Ok(false);
+        }
+        self.end_session(id).await?;
+        Ok(true)
+    }
+
+    /// Deletes all of the user's sessions. `Ok(false)` when there were none.
+    pub async fn delete_all_sessions(&self, user: &UserRecord) -> Result<bool, DeleteError> {
+        let sessions = self.store.list_sessions(user.id).await?;
+        for s in &sessions {
+            self.end_session(s.id).await?;
+        }
+        Ok(!sessions.is_empty())
+    }
+
+    /// Closes the session's browser (if it has one) and marks it deleted.
+    async fn end_session(&self, id: Uuid) -> Result<(), StoreError> {
+        let handle = self.registry.lock().expect("registry lock").sessions.remove(&id);
+        if let Some(h) = handle {
+            close_handle(h).await;
+        }
+        self.store.mark_session_deleted(id, now_ms()).await
+    }
+
+    /// One reaper pass: ends sessions idle for longer than `idle_timeout`.
+    pub async fn reap_once(&self) -> ReapReport {
+        let idle: Vec<Uuid> = self
+            .registry
+            .lock()
+            .expect("registry lock")
+            .sessions
+            .iter()
+            .filter(|(_, h)| h.idle_for() > self.config.idle_timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut report = ReapReport::default();
+        for id in idle {
+            tracing::info!(session_id = %id, "ending a session idle for longer than idle_timeout");
+            match self.end_session(id).await {
+                Ok(()) => report.idle_ended += 1,
+                Err(e) => tracing::error!(session_id = %id, error = %e, "could not end an idle session"),
+            }
+        }
+        report
+    }
+
+    /// Stops the drivers, closes every session's browser and waits for all of it.
+    pub async fn shutdown(&self) {
+        let handles: Vec<(Uuid, Arc<SessionHandle>)> = {
+            let mut reg = self.registry.lock().expect("registry lock");
+            reg.shutting_down = true;
+            reg.sessions.drain().collect()
+        };
+        let _ = self.stop.send(true);
+        let now = now_ms();
+        for (id, h) in handles {
+            close_handle(h).await;
+            if let Err(e) = self.store.set_session_status(id, SessionStatus::Error, Some(SERVER_STOPPED), now).await {
+                tracing::error!(session_id = %id, error = %e, "could not record a session's end at shutdown");
+            }
+        }
+        let drivers: Vec<JoinHandle<()>> = self.drivers.lock().expect("drivers lock").drain(..).collect();
+        for d in drivers {
+            let _ = d.await;
+        }
+        self.pool.drain().await;
+    }
+
+    /// Signs a link token for a session.
+    pub fn sign_token(&self, session_id: Uuid, scope: TokenScope, expires_at_ms: i64) -> String {
+        self.tokens.sign(&Claims { session_id, scope, expires_at_ms })
+    }
+
+    fn view(&self, record: SessionRecord) -> SessionView {
+        let exp = record.created_at_ms + LINK_TTL_MS;
+        let base = base_with_slash(&self.config.public_url);
+        let live = base.join(&format!("live/{}", record.id)).expect("a relative path joins");
+        let vnc_url = format!("{live}?token={}", self.sign_token(record.id, TokenScope::Control, exp));
+        let mut cdp = base.join(&format!("v1/sessions/{}/cdp", record.id)).expect("a relative path joins");
+        let ws_scheme = if cdp.scheme() == "https" { "wss" } else { "ws" };
+        cdp.set_scheme(ws_scheme).expect("http(s) and ws(s) are interchangeable");
+        let cdp_url = format!("{cdp}?token={}", self.sign_token(record.id, TokenScope::Cdp, exp));
+        SessionView { record, vnc_url, cdp_url }
+    }
+}
+
+/// Closes a session's actor. The registry held the only other clone, and it is gone.
+async fn close_handle(h: Arc<SessionHandle>) {
+    match Arc::try_unwrap(h) {
+        Ok(h) => h.close().await,
+        // A request still holds a clone: ask the actor to close without joining it.
+        Err(shared) => {
+            let (reply, done) = oneshot::channel();
+            if shared.tx.send(Command::Close { reply }).await.is_ok() {
+                let _ = done.await;
+            }
+        }
+    }
+}
+
+fn base_with_slash(u: &url::Url) -> url::Url {
+    let mut u = u.clone();
+    if !u.path().ends_with('/') {
+        let p = format!("{}/", u.path());
+        u.set_path(&p);
+    }
+    u
+}
+
+/// Kills what a previous run left: browsers recorded in the store, any process under the
+/// profiles dir, the profile dirs themselves; its live sessions become `error`.
+async fn reap_previous_run(profiles: &Path, store: &dyn Store) -> Result<(), StoreError> {
+    for pid in store.recorded_browser_pids().await? {
+        // Only a process that still runs under our profiles dir is ours: pids are reused.
+        if let Some(p) = procfs::processes_under(profiles).into_iter().find(|p| p.pid == pid) {
+            agentbox_browser::kill_group(p.pgid);
+        }
+    }
+    let killed = procfs::reap_orphans(profiles);
+    if killed > 0 {
+        tracing::warn!(processes = killed, "killed browser processes left by a previous run");
+    }
+    if let Ok(entries) = std::fs::read_dir(profiles) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let failed = store.fail_live_sessions(SERVER_RESTARTED, now_ms()).await?;
+    if failed > 0 {
+        tracing::warn!(sessions = failed, "sessions of a previous run are now in error: their browsers are gone");
+    }
+    Ok(())
+}
+
+/// The reaper driver: calls [`Engine::reap_once`] every `interval` until stopped. It holds
+/// only a weak reference so that it never keeps the engine alive.
+async fn run_reaper(engine: std::sync::Weak<Engine>, mut stop: watch::Receiver<bool>, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(engine) = engine.upgrade() else { return };
+        engine.reap_once().await;
+    }
+}

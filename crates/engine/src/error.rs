@@ -1,0 +1,73 @@
+//! One error enum per engine operation. The server maps each to a status and a code in
+//! one table; their messages are written for the API client.
+
+use agentbox_browser::LaunchError;
+use agentbox_store::StoreError;
+
+/// Which limit a create ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityScope {
+    Server,
+    User,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("agent_name {given:?} is not configured; use one of: {}", valid.join(", "))]
+    UnknownAgent { given: String, valid: Vec<String> },
+    #[error("{}", match scope {
+        CapacityScope::Server => format!("the server is running its maximum of {limit} sessions; delete one or retry later"),
+        CapacityScope::User => format!("you have the maximum of {limit} sessions; delete one or retry later"),
+    })]
+    Capacity { scope: CapacityScope, limit: usize },
+    #[error("{0}")]
+    RestoreNotFound(String),
+    #[error("the browser could not be started: {0}")]
+    Launch(#[from] LaunchError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Looking up one session.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("session not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Acting on a session's browser (navigate, screenshot).
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("session not found")]
+    NotFound,
+    #[error("{0}")]
+    BrowserGone(String),
+    #[error("the page could not load {url}: {reason}")]
+    Navigation { url: String, reason: String },
+    #[error("the browser did not carry out the command: {0}")]
+    Browser(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LookupError> for ActionError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::NotFound => Self::NotFound,
+            LookupError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
+/// Deleting sessions.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("save_snapshot_mode={0} is not available yet; delete with save_snapshot_mode=none")]
+    SnapshotUnavailable(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

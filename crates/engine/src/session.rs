@@ -1,0 +1,123 @@
+//! The session actor: one tokio task per session that owns its browser.
+//!
+//! Every action on a session's browser is a [`Command`] sent to its actor, so actions on
+//! one session run one at a time in arrival order and nothing else touches the browser.
+//! The actor also watches the browser: when Chromium exits behind our back, the session is
+//! marked `error` in the store at once and later commands are refused with the reason.
+//! The actor ends on [`Command::Close`] (it kills the browser group, waits, removes the
+//! profile dir, then replies) or when every handle is dropped (the browser is killed by
+//! its `Drop`). Its owner is the engine's registry, which joins it on delete and shutdown.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use agentbox_browser::{Browser, PageError, Screenshot};
+use agentbox_store::{SessionStatus, Store};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::error::ActionError;
+use crate::time::now_ms;
+
+/// The text every later call on a session with a dead browser reports.
+pub const BROWSER_DIED: &str =
+    "the session's browser exited unexpectedly; delete this session and create a new one";
+
+pub(crate) enum Command {
+    Navigate { url: String, reply: oneshot::Sender<Result<String, ActionError>> },
+    Screenshot { reply: oneshot::Sender<Result<Screenshot, ActionError>> },
+    Close { reply: oneshot::Sender<()> },
+}
+
+/// The registry's handle on a running actor.
+pub(crate) struct SessionHandle {
+    pub user_id: Uuid,
+    pub tx: mpsc::Sender<Command>,
+    pub task: JoinHandle<()>,
+    last_used: Mutex<Instant>,
+}
+
+impl SessionHandle {
+    pub fn touch(&self) {
+        *self.last_used.lock().expect("last_used lock") = Instant::now();
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_used.lock().expect("last_used lock").elapsed()
+    }
+
+    /// Sends a command; an actor that has gone away means the browser is gone.
+    pub async fn send(&self, cmd: Command) -> Result<(), ActionError> {
+        self.tx.send(cmd).await.map_err(|_| ActionError::BrowserGone(BROWSER_DIED.into()))
+    }
+
+    /// Asks the actor to close the browser and waits for it to finish.
+    pub async fn close(self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Command::Close { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        let _ = self.task.await;
+    }
+}
+
+pub(crate) struct ActorSettings {
+    pub navigation_timeout: Duration,
+    pub screenshot_quality: u8,
+}
+
+/// Starts the actor for a session that now owns `browser`.
+pub(crate) fn spawn(id: Uuid, user_id: Uuid, browser: Browser, store: Arc<dyn Store>, settings: ActorSettings) -> SessionHandle {
+    let (tx, rx) = mpsc::channel(32);
+    let task = tokio::spawn(run(id, browser, rx, store, settings));
+    SessionHandle { user_id, tx, task, last_used: Mutex::new(Instant::now()) }
+}
+
+#[tracing::instrument(skip_all, fields(session_id = %id))]
+async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, store: Arc<dyn Store>, settings: ActorSettings) {
+    let mut alive = true;
+    let close_reply = loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => break None,
+                Some(Command::Close { reply }) => break Some(reply),
+                Some(Command::Navigate { url, reply }) => {
+                    let result = if alive { navigate(&browser, &url, settings.navigation_timeout).await } else { Err(gone()) };
+                    let _ = reply.send(result);
+                }
+                Some(Command::Screenshot { reply }) => {
+                    let result = if alive {
+                        browser.page().screenshot(settings.screenshot_quality).await.map_err(|e| ActionError::Browser(e.to_string()))
+                    } else {
+                        Err(gone())
+                    };
+                    let _ = reply.send(result);
+                }
+            },
+            _ = browser.exited(), if alive => {
+                alive = false;
+                tracing::warn!(pid = browser.pid(), "browser exited unexpectedly; session is now in error");
+                if let Err(e) = store.set_session_status(id, SessionStatus::Error, Some(BROWSER_DIED), now_ms()).await {
+                    tracing::error!(error = %e, "could not record the session's error status");
+                }
+            }
+        }
+    };
+    browser.close().await;
+    if let Some(reply) = close_reply {
+        let _ = reply.send(());
+    }
+}
+
+fn gone() -> ActionError {
+    ActionError::BrowserGone(BROWSER_DIED.into())
+}
+
+async fn navigate(browser: &Browser, url: &str, wait: Duration) -> Result<String, ActionError> {
+    browser.page().navigate(url, wait).await.map_err(|e| match e {
+        PageError::Navigation { url, reason } => ActionError::Navigation { url, reason },
+        PageError::Cdp(e) => ActionError::Browser(e.to_string()),
+    })
+}
