@@ -191,15 +191,22 @@ impl Browser {
         let _ = rx.wait_for(|gone| *gone).await;
     }
 
-    /// Kills the process group, waits for the main process to go, removes the profile dir.
+    /// Kills the process group, waits until none of its processes runs, then removes the
+    /// profile dir: when this returns, nothing of the browser is left.
     pub async fn close(mut self) {
         kill_group(self.pid);
         self.killed = true;
-        // SIGKILL cannot be ignored; the wait is bounded anyway so a stuck kernel state
+        // SIGKILL cannot be ignored; the waits are bounded anyway so a stuck kernel state
         // never wedges a delete.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.exited()).await;
-        let dir = self.profile_dir.clone();
-        let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
+        let (dir, pgid) = (self.profile_dir.clone(), self.pid);
+        let _ = tokio::task::spawn_blocking(move || {
+            if !crate::procfs::wait_group_gone(pgid, Duration::from_secs(5)) {
+                tracing::warn!(pgid, "browser processes still running 5 s after SIGKILL");
+            }
+            remove_dir(&dir)
+        })
+        .await;
     }
 }
 

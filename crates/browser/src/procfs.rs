@@ -31,7 +31,8 @@ pub fn processes_under(profiles_root: &Path) -> Vec<ProcInfo> {
 }
 
 /// Kills every process group that has a process under `profiles_root` (what a previous
-/// run left when it died). Returns how many processes were found.
+/// run left when it died) and waits, up to 5 s, until they are gone, so that their profile
+/// dirs can be removed without racing a dying writer. Returns how many were found.
 pub fn reap_orphans(profiles_root: &Path) -> usize {
     let own = nix::unistd::getpgrp().as_raw() as u32;
     let found = processes_under(profiles_root);
@@ -41,7 +42,43 @@ pub fn reap_orphans(profiles_root: &Path) -> usize {
         }
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), nix::sys::signal::Signal::SIGKILL);
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while found.iter().any(|p| is_running(p.pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     found.len()
+}
+
+/// True while `pid` exists and is not a zombie (a killed process whose parent has not
+/// reaped it yet holds no memory and no files).
+pub fn is_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
+}
+
+/// True while any process of the group runs (zombies do not count).
+pub fn group_running(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| pgid_of(pid) == Some(pgid) && is_running(pid))
+}
+
+/// Waits, up to `limit`, until no process of the group runs. Blocking: call it from a
+/// blocking context.
+pub fn wait_group_gone(pgid: u32, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if !group_running(pgid) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Sum of the proportional set size (PSS) of every process in a group, in KiB.

@@ -488,14 +488,20 @@ async fn reap_previous_run(profiles: &Path, store: &dyn Store) -> Result<(), Sto
             agentbox_browser::kill_group(p.pgid);
         }
     }
-    let killed = procfs::reap_orphans(profiles);
+    let root = profiles.to_owned();
+    let killed = tokio::task::spawn_blocking(move || {
+        let killed = procfs::reap_orphans(&root);
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        killed
+    })
+    .await
+    .unwrap_or(0);
     if killed > 0 {
         tracing::warn!(processes = killed, "killed browser processes left by a previous run");
-    }
-    if let Ok(entries) = std::fs::read_dir(profiles) {
-        for e in entries.flatten() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
     }
     let failed = store.fail_live_sessions(SERVER_RESTARTED, now_ms()).await?;
     if failed > 0 {

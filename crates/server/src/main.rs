@@ -1,1 +1,5 @@
-fn main(){}
+//! `agentbox`: thin entry point; see `agentbox_server::cli`.
+
+fn main() -> std::process::ExitCode {
+    agentbox_server::cli::main()
+}

@@ -1,0 +1,263 @@
+//! One typed configuration, layered: TOML file < environment (`AGENTBOX_*`) < flags.
+//! Every field, its default and its variable is listed in the README's configuration
+//! table; keep the two in step. [`Config::load`] validates once; nothing later re-checks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agentbox_engine::{AgentSpec, EngineConfig, config::default_agents};
+use serde::Deserialize;
+
+/// Flags of `agentbox serve`; each also reads an `AGENTBOX_*` variable.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and variables win over it).
+    #[arg(long, env = "AGENTBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "AGENTBOX_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the database, keys and browser profiles [default: ./agentbox-data].
+    #[arg(long, env = "AGENTBOX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Base URL clients reach this server at; vnc_url and cdp_url are built on it
+    /// [default: http://<listen address>/].
+    #[arg(long, env = "AGENTBOX_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Chromium executable [default: the first of /usr/lib/chromium/chromium, /usr/bin/chromium, …].
+    #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
+    pub chromium_path: Option<PathBuf>,
+    /// Browsers kept started ahead of demand [default: 2].
+    #[arg(long, env = "AGENTBOX_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+    /// Most live sessions on this server [default: 16].
+    #[arg(long, env = "AGENTBOX_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Most live sessions per user [default: 8].
+    #[arg(long, env = "AGENTBOX_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<usize>,
+    /// A session with no API call for this long is ended, e.g. 30m, 90s [default: 30m].
+    #[arg(long, env = "AGENTBOX_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// How often idle sessions are looked for [default: 1s].
+    #[arg(long, env = "AGENTBOX_REAP_INTERVAL")]
+    pub reap_interval: Option<String>,
+    /// Longest wait for a page's load event on navigate [default: 30s].
+    #[arg(long, env = "AGENTBOX_NAVIGATION_TIMEOUT")]
+    pub navigation_timeout: Option<String>,
+    /// Longest wait for Chromium to start [default: 30s].
+    #[arg(long, env = "AGENTBOX_LAUNCH_TIMEOUT")]
+    pub launch_timeout: Option<String>,
+    /// Browser viewport, WIDTHxHEIGHT [default: 1280x720].
+    #[arg(long, env = "AGENTBOX_VIEWPORT")]
+    pub viewport: Option<String>,
+    /// Log filter, e.g. info or agentbox=debug,info [default: info].
+    #[arg(long, env = "AGENTBOX_LOG")]
+    pub log: Option<String>,
+}
+
+/// The TOML file: the same settings (snake_case names), plus agent definitions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    chromium_path: Option<PathBuf>,
+    pool_size: Option<usize>,
+    max_sessions: Option<usize>,
+    max_sessions_per_user: Option<usize>,
+    idle_timeout: Option<String>,
+    reap_interval: Option<String>,
+    navigation_timeout: Option<String>,
+    launch_timeout: Option<String>,
+    viewport: Option<String>,
+    log: Option<String>,
+    /// Extra agent names, `[agents.my-agent]`; `agi-0` and `agi-0-fast` always exist.
+    #[serde(default)]
+    agents: BTreeMap<String, AgentFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {}
+
+/// The validated configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Absolute.
+    pub data_dir: PathBuf,
+    /// `None`: derived from the bound address at start-up.
+    pub public_url: Option<url::Url>,
+    pub log: String,
+    /// The engine's settings; its `data_dir` and `public_url` are set at start-up.
+    pub engine: EngineConfig,
+}
+
+/// A configuration problem, said so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./agentbox-data";
+
+impl Config {
+    /// Layers file < environment < flags (clap already merged the last two) and validates.
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = absolute(&data_dir)?;
+        let public_url = args
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .map(|u| {
+                let parsed = url::Url::parse(&u).map_err(|e| ConfigError(format!("public_url {u:?} is not a URL: {e}")))?;
+                match parsed.scheme() {
+                    "http" | "https" => Ok(parsed),
+                    s => Err(ConfigError(format!("public_url must be http or https, not {s}"))),
+                }
+            })
+            .transpose()?;
+
+        let placeholder = url::Url::parse("http://127.0.0.1/").expect("valid");
+        let mut engine = EngineConfig::with_data_dir(data_dir.clone(), placeholder);
+        engine.chromium_path = args.chromium_path.clone().or(file.chromium_path);
+        if let Some(n) = args.pool_size.or(file.pool_size) {
+            engine.pool_size = n;
+        }
+        if let Some(n) = args.max_sessions.or(file.max_sessions) {
+            engine.max_sessions = positive("max_sessions", n)?;
+        }
+        if let Some(n) = args.max_sessions_per_user.or(file.max_sessions_per_user) {
+            engine.max_sessions_per_user = positive("max_sessions_per_user", n)?;
+        }
+        let durations = [
+            ("idle_timeout", args.idle_timeout.clone().or(file.idle_timeout), &mut engine.idle_timeout),
+            ("reap_interval", args.reap_interval.clone().or(file.reap_interval), &mut engine.reap_interval),
+            ("navigation_timeout", args.navigation_timeout.clone().or(file.navigation_timeout), &mut engine.navigation_timeout),
+            ("launch_timeout", args.launch_timeout.clone().or(file.launch_timeout), &mut engine.launch_timeout),
+        ];
+        for (name, value, slot) in durations {
+            if let Some(v) = value {
+                *slot = parse_duration(&v).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+                if slot.is_zero() {
+                    return Err(ConfigError(format!("{name} must be more than zero")));
+                }
+            }
+        }
+        if let Some(v) = args.viewport.clone().or(file.viewport) {
+            engine.viewport = parse_viewport(&v)?;
+        }
+        let mut agents = default_agents();
+        for name in file.agents.keys() {
+            if !agents.iter().any(|a| &a.name == name) {
+                agents.push(AgentSpec { name: name.clone() });
+            }
+        }
+        engine.agents = agents;
+        let log = args.log.clone().or(file.log).unwrap_or_else(|| "info".to_owned());
+        Ok(Self { listen, data_dir, public_url, log, engine })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
+    if p.is_absolute() {
+        return Ok(p.to_owned());
+    }
+    let cwd = std::env::current_dir().map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
+    Ok(cwd.join(p))
+}
+
+fn positive(name: &str, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError(format!("{name} must be at least 1")));
+    }
+    Ok(n)
+}
+
+/// `500ms`, `90s`, `30m`, `2h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration; write e.g. 500ms, 90s, 30m or 2h"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_viewport(s: &str) -> Result<(u32, u32), ConfigError> {
+    let bad = || ConfigError(format!("viewport {s:?} must be WIDTHxHEIGHT, each 100 to 4000, e.g. 1280x720"));
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+    if !(100..=4000).contains(&w) || !(100..=4000).contains(&h) {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("3 weeks").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agentbox.toml");
+        std::fs::write(&file, "pool_size = 5\nmax_sessions = 3\nidle_timeout = \"10m\"\n[agents.my-agent]\n").unwrap();
+        let args = ServeArgs { config: Some(file), max_sessions: Some(7), ..Default::default() };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.engine.pool_size, 5);
+        assert_eq!(c.engine.max_sessions, 7);
+        assert_eq!(c.engine.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.engine.max_sessions_per_user, 8, "default");
+        let names: Vec<_> = c.engine.agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["agi-0", "agi-0-fast", "my-agent"]);
+        assert!(c.data_dir.is_absolute());
+    }
+
+    #[test]
+    fn a_misspelled_setting_in_the_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agentbox.toml");
+        std::fs::write(&file, "pool_sise = 5\n").unwrap();
+        let err = Config::load(&ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(err.0.contains("pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_viewport_or_zero_limit_is_refused() {
+        assert!(Config::load(&ServeArgs { viewport: Some("big".into()), ..Default::default() }).is_err());
+        assert!(Config::load(&ServeArgs { max_sessions: Some(0), ..Default::default() }).is_err());
+        assert_eq!(parse_viewport("800x600").unwrap(), (800, 600));
+    }
+}

@@ -1,0 +1,37 @@
+//! The OpenAPI document, generated from the handlers' annotations and the wire types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{meta, sessions};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "agentbox", description = "Agent Sessions API v1 (and agentbox extensions), served by agentbox."),
+    paths(
+        sessions::sessions_create,
+        sessions::sessions_list,
+        sessions::sessions_get,
+        sessions::sessions_delete,
+        sessions::sessions_delete_all,
+        sessions::sessions_status,
+        sessions::sessions_navigate,
+        sessions::sessions_screenshot,
+        meta::models_list,
+        meta::users_me,
+        meta::health_get,
+        meta::openapi_get,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "sessions"), (name = "browser"), (name = "meta"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}

@@ -1,0 +1,49 @@
+//! The router: every route, its fallbacks, the body limit and the request log.
+
+pub mod meta;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use agentbox_engine::Engine;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route(
+            "/v1/sessions",
+            post(sessions::sessions_create).get(sessions::sessions_list).delete(sessions::sessions_delete_all),
+        )
+        .route("/v1/sessions/{id}", get(sessions::sessions_get).delete(sessions::sessions_delete))
+        .route("/v1/sessions/{id}/status", get(sessions::sessions_status))
+        .route("/v1/sessions/{id}/navigate", post(sessions::sessions_navigate))
+        .route("/v1/sessions/{id}/screenshot", get(sessions::sessions_screenshot))
+        .route("/v1/models", get(meta::models_list))
+        .route("/v1/users/me", get(meta::users_me))
+        .route("/healthz", get(meta::health_get))
+        .route("/openapi.json", get(meta::openapi_get))
+        .fallback(meta::fallback)
+        .method_not_allowed_fallback(meta::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(engine)
+}
+
+/// Logs method, route template (never the raw path or query: they may carry tokens),
+/// status and latency.
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "<unmatched>".into());
+    let resp = next.run(req).await;
+    tracing::info!(%method, route, status = resp.status().as_u16(), ms = start.elapsed().as_secs_f64() * 1e3, "request");
+    resp
+}

@@ -1,0 +1,132 @@
+//! `/v1/sessions…` handlers: parse into an engine command, await the typed reply, map it.
+
+use std::sync::Arc;
+
+use agentbox_engine::Engine;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, AuthUser, SessionId};
+use crate::wire::{
+    CreateSessionRequest, DeleteQuery, DeleteResponse, NavigateRequest, NavigateResponse, ScreenshotResponse, SessionResponse,
+    StatusResponse,
+};
+
+type Eng = State<Arc<Engine>>;
+
+/// Create a session with its own browser; returns when the browser is ready.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSessionRequest,
+    responses(
+        (status = 201, body = SessionResponse),
+        (status = 401, body = ErrorBody), (status = 404, description = "restore source has no snapshot", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 500, description = "browser failed to start", body = ErrorBody),
+        (status = 503, description = "capacity full; see Retry-After", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_create(
+    State(engine): Eng,
+    AuthUser(user): AuthUser,
+    ApiJson(req): ApiJson<CreateSessionRequest>,
+) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+    let cmd = req.into_command()?;
+    let view = engine.create_session(&user, cmd).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// List the caller's sessions that are not deleted (a bare array, oldest first).
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
+    responses((status = 200, body = Vec<SessionResponse>), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_list(State(engine): Eng, AuthUser(user): AuthUser) -> Result<Json<Vec<SessionResponse>>, ApiError> {
+    Ok(Json(engine.list_sessions(&user).await?.into_iter().map(Into::into).collect()))
+}
+
+/// One session.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SessionResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_get(State(engine): Eng, AuthUser(user): AuthUser, id: SessionId) -> Result<Json<SessionResponse>, ApiError> {
+    Ok(Json(engine.get_session(&user, id.require()?).await?.into()))
+}
+
+/// Delete a session (cancelling its task); an unknown id answers `deleted: false`.
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session id"), DeleteQuery),
+    responses((status = 200, body = DeleteResponse), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 501, description = "snapshot modes arrive with snapshots", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_delete(
+    State(engine): Eng,
+    AuthUser(user): AuthUser,
+    id: SessionId,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let mode = q.snapshot_mode()?;
+    let deleted = match id.0 {
+        Some(id) => engine.delete_session(&user, id, mode).await?,
+        None => false,
+    };
+    Ok(Json(DeleteResponse {
+        success: true,
+        deleted,
+        message: if deleted { "Session deleted successfully" } else { "Session not found" }.to_owned(),
+    }))
+}
+
+/// Delete all of the caller's sessions.
+#[utoipa::path(delete, path = "/v1/sessions", tag = "sessions",
+    responses((status = 200, body = DeleteResponse), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_delete_all(State(engine): Eng, AuthUser(user): AuthUser) -> Result<Json<DeleteResponse>, ApiError> {
+    let deleted = engine.delete_all_sessions(&user).await?;
+    Ok(Json(DeleteResponse { success: true, deleted, message: "Sessions deleted successfully".to_owned() }))
+}
+
+/// The execution status of the session's task.
+#[utoipa::path(get, path = "/v1/sessions/{id}/status", tag = "sessions", params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_status(State(engine): Eng, AuthUser(user): AuthUser, id: SessionId) -> Result<Json<StatusResponse>, ApiError> {
+    let status = engine.execution_status(&user, id.require()?).await?;
+    Ok(Json(StatusResponse { status: status.as_str().to_owned() }))
+}
+
+/// Drive the browser directly to a URL; answers with the URL it ended on.
+#[utoipa::path(post, path = "/v1/sessions/{id}/navigate", tag = "browser", params(("id" = String, Path, description = "session id")),
+    request_body = NavigateRequest,
+    responses((status = 200, body = NavigateResponse), (status = 400, description = "bad URL", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the session's browser is gone", body = ErrorBody),
+        (status = 502, description = "the page could not load", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_navigate(
+    State(engine): Eng,
+    AuthUser(user): AuthUser,
+    id: SessionId,
+    ApiJson(req): ApiJson<NavigateRequest>,
+) -> Result<Json<NavigateResponse>, ApiError> {
+    let id = id.require()?;
+    let url = req.into_url()?;
+    let current_url = engine.navigate(&user, id, &url).await?;
+    Ok(Json(NavigateResponse { current_url }))
+}
+
+/// A JPEG of the active tab with its URL and title.
+#[utoipa::path(get, path = "/v1/sessions/{id}/screenshot", tag = "browser", params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = ScreenshotResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the session's browser is gone", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_screenshot(
+    State(engine): Eng,
+    AuthUser(user): AuthUser,
+    id: SessionId,
+) -> Result<Json<ScreenshotResponse>, ApiError> {
+    let shot = engine.screenshot(&user, id.require()?).await?;
+    // Chromium already sends base64: no decode and re-encode on this path.
+    Ok(Json(ScreenshotResponse {
+        screenshot: format!("data:image/jpeg;base64,{}", shot.jpeg_base64),
+        url: shot.url,
+        title: shot.title,
+    }))
+}

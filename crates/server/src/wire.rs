@@ -1,0 +1,230 @@
+//! Wire types: the JSON the API reads and writes, apart from the engine's types. Request
+//! structs turn into engine commands through `into_command`, which is where field-level
+//! validation errors come from.
+
+use agentbox_engine::validate::{HttpUrl, MaxSteps};
+use agentbox_engine::{CreateSession, RestoreSource, SessionView, time::iso8601};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::{ApiError, Code};
+
+/// Longest `message` / `goal`, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 10_000;
+
+/// `POST /v1/sessions`. Every field is optional; unknown fields are ignored.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateSessionRequest {
+    /// A configured agent name (see `/v1/models`); default `agi-0`.
+    pub agent_name: Option<String>,
+    /// Where to POST this session's events (absolute http(s) URL, ≤ 2,000 characters).
+    pub webhook_url: Option<String>,
+    pub restore_from_session_id: Option<String>,
+    pub restore_from_environment_id: Option<String>,
+    pub restore_default_environment_from_user_id: Option<String>,
+    /// Restore from a parked live browser when one exists (default true).
+    pub enable_memory_snapshot: Option<bool>,
+    /// A task to start at once (1–10,000 characters).
+    pub goal: Option<String>,
+    /// Most actions per task, 1–1,000 (default 100).
+    pub max_steps: Option<i64>,
+    /// Only `managed-cdp` for now.
+    pub agent_session_type: Option<String>,
+}
+
+fn parse_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::field("body", field, format!("must be a UUID (got {s:?})")))
+}
+
+impl CreateSessionRequest {
+    pub fn into_command(self) -> Result<CreateSession, ApiError> {
+        let webhook_url = self
+            .webhook_url
+            .as_deref()
+            .map(|u| HttpUrl::parse(u).map_err(|e| ApiError::field("body", "webhook_url", e.to_string())))
+            .transpose()?;
+        let max_steps = match self.max_steps {
+            Some(n) => MaxSteps::new(n).map_err(|m| ApiError::field("body", "max_steps", m))?,
+            None => MaxSteps::default(),
+        };
+        if let Some(goal) = &self.goal {
+            check_text("goal", goal)?;
+        }
+        match self.agent_session_type.as_deref() {
+            None | Some("managed-cdp") => {}
+            Some(other) => {
+                return Err(ApiError::field("body", "agent_session_type", format!("must be \"managed-cdp\" (got {other:?})")));
+            }
+        }
+        // Precedence: session > environment > user default.
+        let restore = if let Some(s) = &self.restore_from_session_id {
+            Some(RestoreSource::Session(parse_uuid("restore_from_session_id", s)?))
+        } else if let Some(s) = &self.restore_from_environment_id {
+            Some(RestoreSource::Environment(parse_uuid("restore_from_environment_id", s)?))
+        } else if let Some(s) = &self.restore_default_environment_from_user_id {
+            Some(RestoreSource::UserDefault(parse_uuid("restore_default_environment_from_user_id", s)?))
+        } else {
+            None
+        };
+        Ok(CreateSession {
+            agent_name: self.agent_name,
+            webhook_url,
+            goal: self.goal,
+            max_steps,
+            restore,
+            enable_memory_snapshot: self.enable_memory_snapshot.unwrap_or(true),
+        })
+    }
+}
+
+/// Checks a free-text field against the 1–10,000 character limit.
+pub fn check_text(field: &str, text: &str) -> Result<(), ApiError> {
+    let n = text.chars().count();
+    if n == 0 || n > MAX_MESSAGE_CHARS {
+        return Err(ApiError::field("body", field, format!("must be 1 to {MAX_MESSAGE_CHARS} characters long (got {n})")));
+    }
+    Ok(())
+}
+
+/// The session object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionResponse {
+    pub session_id: String,
+    /// Live view of the browser; carries a `control` token valid for the session's life.
+    pub vnc_url: String,
+    pub agent_name: String,
+    /// `initializing`, `ready`, `running`, `paused`, `completed`, `error` or `terminated`.
+    pub status: String,
+    pub created_at: String,
+    pub environment_id: String,
+    pub goal: Option<String>,
+    pub agent_session_type: String,
+    /// (ext) DevTools WebSocket of the session's browser, with a token.
+    pub cdp_url: String,
+    /// (ext) `null`, `"memory"` or `"filesystem"`.
+    pub restored_from: Option<String>,
+    pub max_steps: u32,
+    /// (ext) Why the session is in `error`, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+impl From<SessionView> for SessionResponse {
+    fn from(v: SessionView) -> Self {
+        let r = v.record;
+        Self {
+            session_id: r.id.to_string(),
+            vnc_url: v.vnc_url,
+            agent_name: r.agent_name,
+            status: r.status.as_str().to_owned(),
+            created_at: iso8601(r.created_at_ms),
+            environment_id: r.environment_id.to_string(),
+            goal: r.goal,
+            agent_session_type: r.agent_session_type,
+            cdp_url: v.cdp_url,
+            restored_from: r.restored_from,
+            max_steps: r.max_steps,
+            status_reason: r.status_reason,
+        }
+    }
+}
+
+/// Query of `DELETE /v1/sessions/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// `none` (default), `memory` or `filesystem`.
+    pub save_snapshot_mode: Option<String>,
+    /// Make the saved environment the caller's default (needs a snapshot mode).
+    pub save_as_default: Option<bool>,
+}
+
+impl DeleteQuery {
+    pub fn snapshot_mode(&self) -> Result<agentbox_engine::validate::SnapshotMode, ApiError> {
+        let mode = match self.save_snapshot_mode.as_deref() {
+            None => agentbox_engine::validate::SnapshotMode::None,
+            Some(s) => agentbox_engine::validate::SnapshotMode::parse(s)
+                .map_err(|m| ApiError::field("query", "save_snapshot_mode", m))?,
+        };
+        if self.save_as_default == Some(true) && mode == agentbox_engine::validate::SnapshotMode::None {
+            return Err(ApiError::field(
+                "query",
+                "save_as_default",
+                "needs a snapshot to save: pass save_snapshot_mode=filesystem or memory with save_as_default=true",
+            ));
+        }
+        Ok(mode)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeleteResponse {
+    pub success: bool,
+    pub deleted: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuccessResponse {
+    pub success: bool,
+    pub message: String,
+}
+
+/// `POST /v1/sessions/{id}/navigate`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NavigateRequest {
+    /// Absolute http(s) URL, ≤ 2,000 characters.
+    pub url: String,
+}
+
+impl NavigateRequest {
+    pub fn into_url(self) -> Result<HttpUrl, ApiError> {
+        HttpUrl::parse(&self.url).map_err(|e| ApiError::new(Code::InvalidUrl, format!("url {e}.")))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NavigateResponse {
+    pub current_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScreenshotResponse {
+    /// `data:image/jpeg;base64,…`
+    pub screenshot: String,
+    pub url: String,
+    /// `""` for an untitled page, never null.
+    pub title: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusResponse {
+    /// `ready`, `running`, `waiting_for_input`, `paused`, `finished` or `error`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelsResponse {
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ModelsQuery {
+    /// `cdp` (browser agents: all of ours) or `desktop` (none).
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    pub user_id: String,
+    pub default_environment_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    pub status: String,
+    pub sessions: usize,
+    pub warm_browsers: usize,
+}

@@ -1,0 +1,8 @@
+//! Black-box API tests: the real `agentbox` binary, real Chromium, a real SQLite file and
+//! real HTTP on 127.0.0.1. One test binary; modules by theme.
+
+mod errors;
+mod recovery;
+mod sdk;
+mod sessions;
+mod support;

@@ -1,0 +1,25 @@
+//! The official Python SDK (`agi-python`) against agentbox: proof that its clients work by
+//! changing the base URL.
+
+use crate::support::{Server, Site};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_creates_drives_and_deletes_a_session() {
+    let site = Site::start().await;
+    let server = Server::start(&["--pool-size", "0"]).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sessions_smoke.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([&server.base, &server.key, &format!("{}/", site.base)])
+        .output()
+        .await
+        .expect("python3 runs (the test script installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the SDK script failed (pip install -r crates/server/tests/sdk/requirements.txt):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("sdk smoke ok"), "{stdout}");
+    assert!(server.browser_processes().is_empty(), "the SDK's delete ended the browser");
+}

@@ -1,0 +1,265 @@
+//! Test support: the real `agentbox` binary on 127.0.0.1:0 with a temp data dir, a client
+//! for it, a fixture site on 127.0.0.1:0, and `/proc` checks for browser processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agentbox_browser::procfs::{self, ProcInfo};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Servers with real browsers running at once in this process (`cargo test` runs tests as
+/// threads). Under nextest each test is its own process and the `browser` test group in
+/// `.config/nextest.toml` bounds them instead.
+static SLOTS: Semaphore = Semaphore::const_new(2);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agentbox");
+
+/// A running `agentbox serve`. Dropping it stops it with SIGTERM (which ends its browsers).
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub key: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    _slot: Option<SemaphorePermit<'static>>,
+    http: reqwest::Client,
+}
+
+/// A reply: status, headers and JSON body (`Value::Null` when the body is not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts an error reply's status, code, and that `detail` mentions `needle`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str, needle: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        let detail = self.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.to_lowercase().contains(&needle.to_lowercase()), "detail {detail:?} should mention {needle:?}");
+    }
+}
+
+impl Server {
+    /// Starts a server on a fresh temp data dir with these extra `serve` flags.
+    pub async fn start(flags: &[&str]) -> Server {
+        let slot = SLOTS.acquire().await.expect("semaphore open");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().canonicalize().unwrap();
+        let mut s = Self::spawn(&data_dir, flags);
+        s._dir = Some(dir);
+        s._slot = Some(slot);
+        s
+    }
+
+    /// Starts a server on an existing data dir (a restart), without taking a new slot.
+    pub fn restart_in(data_dir: &Path, flags: &[&str]) -> Server {
+        Self::spawn(data_dir, flags)
+    }
+
+    fn spawn(data_dir: &Path, flags: &[&str]) -> Server {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(flags)
+            .env("AGENTBOX_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("agentbox binary starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("agentbox listening on ") {
+                        break addr.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+                    panic!("agentbox exited before listening; its log:\n{log}");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let creds: Value = serde_json::from_slice(&std::fs::read(data_dir.join("first-user.json")).unwrap()).unwrap();
+        Server {
+            child: Some(child),
+            base,
+            key: creds["api_key"].as_str().unwrap().to_owned(),
+            data_dir: data_dir.to_owned(),
+            _dir: None,
+            _slot: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<&str>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_owned());
+        }
+        let resp = req.send().await.expect("request reaches the server");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, Some(&self.key), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.call(Method::POST, path, Some(&self.key), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(&self.key), None).await
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn create_session(&self) -> String {
+        let r = self.post("/v1/sessions", "{}").await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["session_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs another `agentbox` subcommand on this server's data dir; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(BIN).args(args).arg("--data-dir").arg(&self.data_dir).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Creates another user through the CLI; returns its API key.
+    pub fn new_user(&self, name: &str) -> Value {
+        let (ok, out, err) = self.cli(&["users", "create", name]);
+        assert!(ok, "{err}");
+        serde_json::from_str(out.trim()).unwrap()
+    }
+
+    pub fn profiles_dir(&self) -> PathBuf {
+        self.data_dir.join("profiles")
+    }
+
+    /// Every Chromium process running under this server's data dir.
+    pub fn browser_processes(&self) -> Vec<ProcInfo> {
+        procfs::processes_under(&self.profiles_dir())
+    }
+
+    /// The process groups (one per browser) running under this server's data dir.
+    pub fn browser_groups(&self) -> Vec<u32> {
+        let mut g: Vec<u32> = self.browser_processes().iter().map(|p| p.pgid).collect();
+        g.sort();
+        g.dedup();
+        g
+    }
+
+    /// Profile directories present now.
+    pub fn profile_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.profiles_dir()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would; its browsers are left running.
+    pub fn kill9(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGKILL);
+        let _ = self.child.take().unwrap().wait();
+    }
+
+    /// Stops the server with SIGTERM and returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        // A test that killed the server leaves browsers; never let them outlive the test.
+        procfs::reap_orphans(&self.profiles_dir());
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `limit`. Used for things
+/// that happen in the background (a browser's death noticed, an idle session reaped).
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A small website on 127.0.0.1:0 for the browser to visit. Stops when dropped.
+pub struct Site {
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Site {
+    pub async fn start() -> Site {
+        use axum::response::Html;
+        use axum::routing::get;
+        let router = axum::Router::new()
+            .route("/", get(|| async { Html("<!doctype html><title>Fixture Home</title><h1>Welcome to the fixture</h1>") }))
+            .route("/untitled", get(|| async { Html("<!doctype html><p>no title here</p>") }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Site { base, task }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
