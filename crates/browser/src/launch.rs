@@ -86,6 +86,7 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium and returns once a page is attached and ready for commands.
     pub async fn launch(opts: &LaunchOptions) -> Result<Browser, LaunchError> {
+        let started = std::time::Instant::now();
         std::fs::create_dir_all(&opts.profile_dir)
             .map_err(|source| LaunchError::ProfileDir { path: opts.profile_dir.display().to_string(), source })?;
         let mut child = Command::new(&opts.executable)
@@ -118,6 +119,7 @@ impl Browser {
             None
         })
         .await;
+        let devtools_after = started.elapsed();
         let ws_url = match found {
             Ok(Some(url)) => url,
             Ok(None) => return Err(LaunchError::Exited(tail.join(" | "))),
@@ -153,6 +155,7 @@ impl Browser {
             }
         };
         std::mem::forget(guard);
+        tracing::debug!(pid, devtools_ms = devtools_after.as_secs_f64() * 1e3, ready_ms = started.elapsed().as_secs_f64() * 1e3, "browser launched");
         Ok(Browser { pid, ws_url, profile_dir: opts.profile_dir.clone(), conn, page, exited, tasks, killed: false })
     }
 
@@ -194,17 +197,27 @@ impl Browser {
     /// Kills the process group, waits until none of its processes runs, then removes the
     /// profile dir: when this returns, nothing of the browser is left.
     pub async fn close(mut self) {
+        let started = std::time::Instant::now();
         kill_group(self.pid);
         self.killed = true;
         // SIGKILL cannot be ignored; the waits are bounded anyway so a stuck kernel state
         // never wedges a delete.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.exited()).await;
+        let main_gone = started.elapsed();
         let (dir, pgid) = (self.profile_dir.clone(), self.pid);
         let _ = tokio::task::spawn_blocking(move || {
             if !crate::procfs::wait_group_gone(pgid, Duration::from_secs(5)) {
                 tracing::warn!(pgid, "browser processes still running 5 s after SIGKILL");
             }
-            remove_dir(&dir)
+            let group_gone = started.elapsed();
+            remove_dir(&dir);
+            tracing::debug!(
+                pgid,
+                main_gone_ms = main_gone.as_secs_f64() * 1e3,
+                group_gone_ms = group_gone.as_secs_f64() * 1e3,
+                removed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "browser closed"
+            );
         })
         .await;
     }

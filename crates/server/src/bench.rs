@@ -28,6 +28,7 @@ pub enum BenchCommand {
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
+    crate::cli::init_logging(&std::env::var("AGENTBOX_LOG").unwrap_or_else(|_| "warn".into()))?;
     match cmd {
         BenchCommand::Create { iterations, idle_sessions, chromium_path } => {
             bench_create(iterations.max(1), idle_sessions, chromium_path).await?

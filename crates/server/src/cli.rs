@@ -94,7 +94,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
+pub(crate) fn init_logging(filter: &str) -> anyhow::Result<()> {
     let targets = Targets::from_str(filter).map_err(|e| anyhow::anyhow!("log filter {filter:?}: {e}"))?;
     tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).with(targets).init();
     Ok(())
