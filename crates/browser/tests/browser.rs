@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use agentbox_browser::{Launcher, WarmPool, find_chromium, procfs};
+use agentbox_browser::{Launcher, WarmPool, procfs};
 
 fn launcher(root: &std::path::Path) -> Launcher {
     Launcher {

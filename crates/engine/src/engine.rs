@@ -324,18 +324,26 @@ impl Engine {
     /// Navigates the session's active tab; returns the URL it ended on.
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn navigate(&self, user: &UserRecord, id: Uuid, url: &HttpUrl) -> Result<String, ActionError> {
-        let handle = self.handle(user, id).await?;
-        let (reply, rx) = oneshot::channel();
-        handle.send(Command::Navigate { url: url.to_string(), reply }).await?;
-        rx.await.map_err(|_| ActionError::BrowserGone(session::BROWSER_DIED.into()))?
+        let url = url.to_string();
+        self.ask(user, id, |reply| Command::Navigate { url, reply }).await
     }
 
     /// A JPEG of the session's active tab with its URL and title.
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn screenshot(&self, user: &UserRecord, id: Uuid) -> Result<Screenshot, ActionError> {
+        self.ask(user, id, |reply| Command::Screenshot { reply }).await
+    }
+
+    /// Sends a command to the session's actor and waits for its reply.
+    async fn ask<T>(
+        &self,
+        user: &UserRecord,
+        id: Uuid,
+        cmd: impl FnOnce(oneshot::Sender<Result<T, ActionError>>) -> Command,
+    ) -> Result<T, ActionError> {
         let handle = self.handle(user, id).await?;
         let (reply, rx) = oneshot::channel();
-        handle.send(Command::Screenshot { reply }).await?;
+        handle.send(cmd(reply)).await?;
         rx.await.map_err(|_| ActionError::BrowserGone(session::BROWSER_DIED.into()))?
     }
 

@@ -99,6 +99,17 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
+/// One session owned by `user_id`; deleted ones only when `include_deleted`.
+fn one_session(c: &Connection, user_id: Uuid, id: Uuid, include_deleted: bool) -> Result<Option<SessionRecord>> {
+    let filter = if include_deleted { "" } else { " AND deleted_at IS NULL" };
+    Ok(c.query_row(
+        &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1 AND user_id = ?2{filter}"),
+        [id.to_string(), user_id.to_string()],
+        session_from_row,
+    )
+    .optional()?)
+}
+
 const SESSION_COLS: &str = "id, user_id, agent_name, status, status_reason, environment_id, browser_pid, profile_dir, \
      webhook_url, goal, max_steps, agent_session_type, restored_from, created_at, updated_at, deleted_at";
 
@@ -221,27 +232,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_session(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>> {
-        self.with(move |c| {
-            Ok(c.query_row(
-                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1 AND user_id = ?2 AND deleted_at IS NULL"),
-                [id.to_string(), user_id.to_string()],
-                session_from_row,
-            )
-            .optional()?)
-        })
-        .await
+        self.with(move |c| one_session(c, user_id, id, false)).await
     }
 
     async fn get_session_any(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>> {
-        self.with(move |c| {
-            Ok(c.query_row(
-                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1 AND user_id = ?2"),
-                [id.to_string(), user_id.to_string()],
-                session_from_row,
-            )
-            .optional()?)
-        })
-        .await
+        self.with(move |c| one_session(c, user_id, id, true)).await
     }
 
     async fn get_environment(&self, user_id: Uuid, id: Uuid) -> Result<Option<EnvironmentRecord>> {
