@@ -223,6 +223,41 @@ impl Browser {
     }
 }
 
+/// What is left of a browser killed by [`Browser::kill_detached`]: its dying process group
+/// and its profile dir, moved aside. [`Remains::clear_blocking`] finishes the job.
+#[derive(Debug)]
+pub struct Remains {
+    pgid: u32,
+    dir: PathBuf,
+}
+
+impl Remains {
+    /// Waits (up to 5 s) until no process of the group runs, then removes the dir.
+    /// Blocking: run it on a blocking thread.
+    pub fn clear_blocking(self) {
+        if !crate::procfs::wait_group_gone(self.pgid, Duration::from_secs(5)) {
+            tracing::warn!(pgid = self.pgid, "browser processes still running 5 s after SIGKILL");
+        }
+        remove_dir(&self.dir);
+    }
+}
+
+impl Browser {
+    /// Kills the process group and moves the profile dir into `trash` (same filesystem, so
+    /// a rename), without waiting: the kernel needs tens of milliseconds to tear down a
+    /// SIGKILLed Chromium, and a delete should not wait for that. The caller hands the
+    /// returned [`Remains`] to a cleaner.
+    pub fn kill_detached(mut self, trash: &Path) -> Remains {
+        kill_group(self.pid);
+        self.killed = true;
+        let dir = match self.profile_dir.file_name() {
+            Some(name) if std::fs::rename(&self.profile_dir, trash.join(name)).is_ok() => trash.join(name),
+            _ => self.profile_dir.clone(),
+        };
+        Remains { pgid: self.pid, dir }
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         self.tasks.iter().for_each(JoinHandle::abort);

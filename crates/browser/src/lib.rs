@@ -8,6 +8,6 @@ mod page;
 mod pool;
 pub mod procfs;
 
-pub use launch::{Browser, CHROMIUM_CANDIDATES, LaunchError, LaunchOptions, find_chromium, kill_group};
+pub use launch::{Browser, CHROMIUM_CANDIDATES, LaunchError, LaunchOptions, Remains, find_chromium, kill_group};
 pub use page::{Page, PageError, Screenshot};
 pub use pool::{Launcher, WarmPool};

@@ -77,7 +77,7 @@ pub fn wait_group_gone(pgid: u32, limit: std::time::Duration) -> bool {
         if std::time::Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

@@ -62,3 +62,20 @@ async fn the_warm_pool_fills_to_its_target_and_hands_over_live_browsers() {
     pool.drain().await;
     assert!(procfs::processes_under(&root).is_empty());
 }
+
+#[tokio::test]
+async fn a_detached_kill_moves_the_profile_aside_and_clearing_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().canonicalize().unwrap();
+    let trash = root.join("trash");
+    std::fs::create_dir(&trash).unwrap();
+    let profiles = root.join("profiles");
+    let browser = launcher(&profiles).launch().await.expect("launch");
+    let profile = browser.profile_dir().to_owned();
+    let remains = browser.kill_detached(&trash);
+    assert!(!profile.exists(), "the profile dir left the profiles dir at once");
+    assert_eq!(std::fs::read_dir(&trash).unwrap().count(), 1);
+    tokio::task::spawn_blocking(move || remains.clear_blocking()).await.unwrap();
+    assert_eq!(std::fs::read_dir(&trash).unwrap().count(), 0);
+    assert!(procfs::processes_under(&profiles).is_empty(), "no process of the group runs after clearing");
+}

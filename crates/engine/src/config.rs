@@ -53,6 +53,11 @@ impl EngineConfig {
     pub fn profiles_dir(&self) -> PathBuf {
         self.data_dir.join("profiles")
     }
+
+    /// Profile dirs of killed browsers wait here for the janitor.
+    pub fn trash_dir(&self) -> PathBuf {
+        self.data_dir.join("trash")
+    }
 }
 
 /// `agi-0` and `agi-0-fast`, the names every client expects.

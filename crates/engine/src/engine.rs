@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use agentbox_browser::{Launcher, Screenshot, WarmPool, procfs};
+use agentbox_browser::{Launcher, Remains, Screenshot, WarmPool, procfs};
 use agentbox_store::{NewSession, SessionRecord, SessionStatus, Store, StoreError, UserRecord};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -123,6 +123,7 @@ pub struct Engine {
     registry: Mutex<Registry>,
     stop: watch::Sender<bool>,
     drivers: Mutex<Vec<JoinHandle<()>>>,
+    janitor: mpsc::UnboundedSender<Remains>,
 }
 
 /// Why the engine could not start.
@@ -143,7 +144,10 @@ impl Engine {
         let key_path = config.data_dir.join("token.key");
         let tokens = TokenKey::load_or_create(&key_path).map_err(|source| StartError::Io { path: key_path.display().to_string(), source })?;
 
-        reap_previous_run(&profiles, store.as_ref()).await?;
+        let trash = config.trash_dir();
+        std::fs::create_dir_all(&trash).map_err(|source| StartError::Io { path: trash.display().to_string(), source })?;
+        reap_previous_run(&profiles, &trash, store.as_ref()).await?;
+        let (janitor, remains) = mpsc::unbounded_channel();
 
         let launcher = Launcher {
             executable: config.chromium_path.clone(),
@@ -161,13 +165,15 @@ impl Engine {
             registry: Mutex::default(),
             stop,
             drivers: Mutex::default(),
+            janitor,
         });
         let pool_driver = tokio::spawn({
             let stop = engine.stop.subscribe();
             async move { pool.run(stop).await }
         });
         let reaper = tokio::spawn(run_reaper(Arc::downgrade(&engine), engine.stop.subscribe(), engine.config.reap_interval));
-        engine.drivers.lock().expect("drivers lock").extend([pool_driver, reaper]);
+        let janitor = tokio::spawn(run_janitor(remains, engine.stop.subscribe()));
+        engine.drivers.lock().expect("drivers lock").extend([pool_driver, reaper, janitor]);
         Ok(engine)
     }
 
@@ -268,6 +274,8 @@ impl Engine {
         let settings = ActorSettings {
             navigation_timeout: self.config.navigation_timeout,
             screenshot_quality: self.config.screenshot_quality,
+            trash_dir: self.config.trash_dir(),
+            janitor: self.janitor.clone(),
         };
         let handle = session::spawn(id, user.id, browser, self.store.clone(), settings);
         Ok((self.view(record), handle))
@@ -431,7 +439,6 @@ impl Engine {
             reg.shutting_down = true;
             reg.sessions.drain().collect()
         };
-        let _ = self.stop.send(true);
         let now = now_ms();
         for (id, h) in handles {
             close_handle(h).await;
@@ -439,6 +446,8 @@ impl Engine {
                 tracing::error!(session_id = %id, error = %e, "could not record a session's end at shutdown");
             }
         }
+        // Stop the drivers only now: the janitor clears what the closes above left.
+        let _ = self.stop.send(true);
         let drivers: Vec<JoinHandle<()>> = self.drivers.lock().expect("drivers lock").drain(..).collect();
         for d in drivers {
             let _ = d.await;
@@ -488,20 +497,23 @@ fn base_with_slash(u: &url::Url) -> url::Url {
 }
 
 /// Kills what a previous run left: browsers recorded in the store, any process under the
-/// profiles dir, the profile dirs themselves; its live sessions become `error`.
-async fn reap_previous_run(profiles: &Path, store: &dyn Store) -> Result<(), StoreError> {
+/// profiles dir, the profile dirs themselves and the trash; its live sessions become `error`.
+async fn reap_previous_run(profiles: &Path, trash: &Path, store: &dyn Store) -> Result<(), StoreError> {
     for pid in store.recorded_browser_pids().await? {
         // Only a process that still runs under our profiles dir is ours: pids are reused.
         if let Some(p) = procfs::processes_under(profiles).into_iter().find(|p| p.pid == pid) {
             agentbox_browser::kill_group(p.pgid);
         }
     }
-    let root = profiles.to_owned();
+    let (root, trash) = (profiles.to_owned(), trash.to_owned());
     let killed = tokio::task::spawn_blocking(move || {
+        // A browser whose dir went to the trash still names its old path on its command line.
         let killed = procfs::reap_orphans(&root);
-        if let Ok(entries) = std::fs::read_dir(&root) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_dir_all(e.path());
+        for dir in [&root, &trash] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
             }
         }
         killed
@@ -516,6 +528,23 @@ async fn reap_previous_run(profiles: &Path, store: &dyn Store) -> Result<(), Sto
         tracing::warn!(sessions = failed, "sessions of a previous run are now in error: their browsers are gone");
     }
     Ok(())
+}
+
+/// The janitor: clears what killed browsers leave (waits for their process groups to go,
+/// removes their profile dirs), one at a time on a blocking thread. On stop it clears what
+/// is queued, then returns.
+async fn run_janitor(mut remains: mpsc::UnboundedReceiver<Remains>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let next = tokio::select! {
+            r = remains.recv() => r,
+            _ = stop.changed() => break,
+        };
+        let Some(r) = next else { return };
+        let _ = tokio::task::spawn_blocking(move || r.clear_blocking()).await;
+    }
+    while let Ok(r) = remains.try_recv() {
+        let _ = tokio::task::spawn_blocking(move || r.clear_blocking()).await;
+    }
 }
 
 /// The reaper driver: calls [`Engine::reap_once`] every `interval` until stopped. It holds

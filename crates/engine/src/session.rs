@@ -4,15 +4,15 @@
 //! one session run one at a time in arrival order and nothing else touches the browser.
 //! The actor also watches the browser: when Chromium exits behind our back, the session is
 //! marked `error` in the store at once and later commands are refused with the reason.
-//! The actor ends on [`Command::Close`] (it kills the browser group, waits, removes the
-//! profile dir, then replies) or when every handle is dropped (the browser is killed by
+//! The actor ends on [`Command::Close`] (it SIGKILLs the browser group, moves the profile
+//! dir into the trash, hands the rest to the engine's janitor, then replies) or when every handle is dropped (the browser is killed by
 //! its `Drop`). Its owner is the engine's registry, which joins it on delete and shutdown.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use agentbox_browser::{Browser, PageError, Screenshot};
+use agentbox_browser::{Browser, PageError, Remains, Screenshot};
 use agentbox_store::{SessionStatus, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -66,6 +66,10 @@ impl SessionHandle {
 pub(crate) struct ActorSettings {
     pub navigation_timeout: Duration,
     pub screenshot_quality: u8,
+    /// Where a killed browser's profile dir is moved before the janitor removes it.
+    pub trash_dir: std::path::PathBuf,
+    /// The engine's janitor, which clears what killed browsers leave.
+    pub janitor: mpsc::UnboundedSender<Remains>,
 }
 
 /// Starts the actor for a session that now owns `browser`.
@@ -105,7 +109,11 @@ async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, store:
             }
         }
     };
-    browser.close().await;
+    // Kill now, clean up off the request path; if the janitor is gone (shutdown), clean here.
+    let remains = browser.kill_detached(&settings.trash_dir);
+    if let Err(unsent) = settings.janitor.send(remains) {
+        let _ = tokio::task::spawn_blocking(move || unsent.0.clear_blocking()).await;
+    }
     if let Some(reply) = close_reply {
         let _ = reply.send(());
     }

@@ -61,8 +61,10 @@ async fn a_session_lives_from_create_to_delete_with_its_own_chromium_and_leaves_
     let gone = server.delete(&format!("/v1/sessions/{id}")).await;
     assert_eq!(gone.status, 200);
     assert_eq!(gone.body, serde_json::json!({"success": true, "deleted": true, "message": "Session deleted successfully"}));
-    assert!(server.browser_processes().is_empty(), "the whole process group is gone once delete returns");
-    assert!(server.profile_dirs().is_empty(), "the profile dir is removed");
+    assert!(server.profile_dirs().is_empty(), "the profile dir is gone from the profiles dir once delete returns");
+    server.wait_browser_groups(0).await;
+    eventually("the janitor removes the profile", Duration::from_secs(10), || async { server.trash_dirs().is_empty().then_some(()) })
+        .await;
 
     server.get(&format!("/v1/sessions/{id}")).await.assert_error(404, "not_found", "session");
     server.get(&format!("/v1/sessions/{id}/screenshot")).await.assert_error(404, "not_found", "session");
@@ -85,7 +87,7 @@ async fn delete_all_ends_every_session_of_the_caller_and_no_one_elses() {
     let r = server.delete("/v1/sessions").await;
     assert_eq!(r.body, serde_json::json!({"success": true, "deleted": true, "message": "Sessions deleted successfully"}));
     assert_eq!(server.get("/v1/sessions").await.body, serde_json::json!([]));
-    assert_eq!(server.browser_groups().len(), 1, "the other user's browser still runs");
+    server.wait_browser_groups(1).await; // the other user's browser still runs
     let mine = server.call(reqwest::Method::GET, "/v1/sessions", Some(other_key), None).await;
     assert_eq!(mine.body.as_array().unwrap().len(), 1);
 

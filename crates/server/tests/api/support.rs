@@ -172,6 +172,20 @@ impl Server {
         g
     }
 
+    /// Waits until exactly `n` browser process groups run: a delete SIGKILLs a browser at
+    /// once, and the kernel takes tens of milliseconds to tear a Chromium down.
+    pub async fn wait_browser_groups(&self, n: usize) {
+        eventually(&format!("{n} browser process groups"), Duration::from_secs(10), || async {
+            (self.browser_groups().len() == n).then_some(())
+        })
+        .await
+    }
+
+    /// Killed browsers' profile dirs waiting for the janitor.
+    pub fn trash_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.data_dir.join("trash")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+    }
+
     /// Profile directories present now.
     pub fn profile_dirs(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.profiles_dir()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
