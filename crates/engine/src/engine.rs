@@ -229,17 +229,21 @@ impl Engine {
             *reg.starting.entry(user.id).or_default() += 1;
         }
         let result = self.start_session(user, agent_name, req.webhook_url, req.goal, req.max_steps).await;
-        let mut reg = self.registry.lock().expect("registry lock");
-        reg.finish_starting(user.id);
-        let (view, handle) = result?;
-        if reg.shutting_down {
-            drop(reg);
-            // Shutdown began while the browser started: do not leave it running.
-            tokio::spawn(async move { handle.close().await });
-            return Err(CreateError::ShuttingDown);
-        }
-        reg.sessions.insert(view.record.id, Arc::new(handle));
-        Ok(view)
+        let refused = {
+            let mut reg = self.registry.lock().expect("registry lock");
+            reg.finish_starting(user.id);
+            match result {
+                Err(e) => return Err(e),
+                Ok((view, handle)) if !reg.shutting_down => {
+                    reg.sessions.insert(view.record.id, Arc::new(handle));
+                    return Ok(view);
+                }
+                Ok((_, handle)) => handle,
+            }
+        };
+        // Shutdown began while the browser started: do not leave it running.
+        refused.close().await;
+        Err(CreateError::ShuttingDown)
     }
 
     async fn start_session(
