@@ -178,7 +178,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
             let store = open_store(&dir.data_dir)?;
             // A prefix longer than the stored one is a whole key: match on its prefix part.
-            let lookup = &prefix[..prefix.len().min(KEY_PREFIX_LEN)];
+            let lookup = prefix.get(..prefix.len().min(KEY_PREFIX_LEN)).unwrap_or(&prefix);
             let n = store.revoke_keys(lookup, now_ms()).await?;
             println!("{}", serde_json::json!({ "revoked": n }));
             if n == 0 {

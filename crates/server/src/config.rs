@@ -202,7 +202,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
 fn parse_viewport(s: &str) -> Result<(u32, u32), ConfigError> {
@@ -227,6 +227,7 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert!(parse_duration("3 weeks").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("99999999999999999999999h").unwrap_err().contains("out of range"));
     }
 
     #[test]
