@@ -89,7 +89,7 @@ async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, store:
                 Some(Command::Close { reply }) => break Some(reply),
                 Some(Command::Navigate { url, reply }) => {
                     let result = if alive { navigate(&browser, &url, settings.navigation_timeout).await } else { Err(gone()) };
-                    let _ = reply.send(result);
+                    let _ = reply.send(blame_death(&browser, result));
                 }
                 Some(Command::Screenshot { reply }) => {
                     let result = if alive {
@@ -97,7 +97,7 @@ async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, store:
                     } else {
                         Err(gone())
                     };
-                    let _ = reply.send(result);
+                    let _ = reply.send(blame_death(&browser, result));
                 }
             },
             _ = browser.exited(), if alive => {
@@ -116,6 +116,15 @@ async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, store:
     }
     if let Some(reply) = close_reply {
         let _ = reply.send(());
+    }
+}
+
+/// A command that failed because the browser died under it reports the death, not a
+/// protocol error.
+fn blame_death<T>(browser: &Browser, result: Result<T, ActionError>) -> Result<T, ActionError> {
+    match result {
+        Err(ActionError::Browser(_)) if !browser.is_alive() => Err(gone()),
+        other => other,
     }
 }
 
