@@ -197,29 +197,13 @@ impl Browser {
     /// Kills the process group, waits until none of its processes runs, then removes the
     /// profile dir: when this returns, nothing of the browser is left.
     pub async fn close(mut self) {
-        let started = std::time::Instant::now();
         kill_group(self.pid);
         self.killed = true;
         // SIGKILL cannot be ignored; the waits are bounded anyway so a stuck kernel state
         // never wedges a delete.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.exited()).await;
-        let main_gone = started.elapsed();
-        let (dir, pgid) = (self.profile_dir.clone(), self.pid);
-        let _ = tokio::task::spawn_blocking(move || {
-            if !crate::procfs::wait_group_gone(pgid, Duration::from_secs(5)) {
-                tracing::warn!(pgid, "browser processes still running 5 s after SIGKILL");
-            }
-            let group_gone = started.elapsed();
-            remove_dir(&dir);
-            tracing::debug!(
-                pgid,
-                main_gone_ms = main_gone.as_secs_f64() * 1e3,
-                group_gone_ms = group_gone.as_secs_f64() * 1e3,
-                removed_ms = started.elapsed().as_secs_f64() * 1e3,
-                "browser closed"
-            );
-        })
-        .await;
+        let remains = Remains { pgid: self.pid, dir: self.profile_dir.clone() };
+        let _ = tokio::task::spawn_blocking(move || remains.clear_blocking()).await;
     }
 }
 
@@ -235,10 +219,18 @@ impl Remains {
     /// Waits (up to 5 s) until no process of the group runs, then removes the dir.
     /// Blocking: run it on a blocking thread.
     pub fn clear_blocking(self) {
+        let started = std::time::Instant::now();
         if !crate::procfs::wait_group_gone(self.pgid, Duration::from_secs(5)) {
             tracing::warn!(pgid = self.pgid, "browser processes still running 5 s after SIGKILL");
         }
+        let group_gone = started.elapsed();
         remove_dir(&self.dir);
+        tracing::debug!(
+            pgid = self.pgid,
+            group_gone_ms = group_gone.as_secs_f64() * 1e3,
+            removed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "browser remains cleared"
+        );
     }
 }
 

@@ -453,10 +453,10 @@ impl Engine {
         // Stop the drivers only now: the janitor clears what the closes above left.
         let _ = self.stop.send(true);
         let drivers: Vec<JoinHandle<()>> = self.drivers.lock().expect("drivers lock").drain(..).collect();
+        // The pool driver kills the idle browsers as it stops.
         for d in drivers {
             let _ = d.await;
         }
-        self.pool.drain().await;
     }
 
     /// Signs a link token for a session.
@@ -503,12 +503,8 @@ fn base_with_slash(u: &url::Url) -> url::Url {
 /// Kills what a previous run left: browsers recorded in the store, any process under the
 /// profiles dir, the profile dirs themselves and the trash; its live sessions become `error`.
 async fn reap_previous_run(profiles: &Path, trash: &Path, store: &dyn Store) -> Result<(), StoreError> {
-    for pid in store.recorded_browser_pids().await? {
-        // Only a process that still runs under our profiles dir is ours: pids are reused.
-        if let Some(p) = procfs::processes_under(profiles).into_iter().find(|p| p.pid == pid) {
-            agentbox_browser::kill_group(p.pgid);
-        }
-    }
+    // Browsers recorded in the store are found by the /proc scan below: only a process
+    // running under our profiles dir is ours (pids are reused), so the scan alone decides.
     let (root, trash) = (profiles.to_owned(), trash.to_owned());
     let killed = tokio::task::spawn_blocking(move || {
         // A browser whose dir went to the trash still names its old path on its command line.
