@@ -8,7 +8,10 @@ mod migrations;
 mod records;
 mod sqlite;
 
-pub use records::{ApiKeyRecord, EnvironmentRecord, NewSession, SessionRecord, SessionStatus, UserRecord};
+pub use records::{
+    ApiKeyRecord, EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, SessionRecord, SessionStatus,
+    Transition, UserRecord,
+};
 pub use sqlite::SqliteStore;
 use uuid::Uuid;
 
@@ -50,12 +53,17 @@ pub trait Store: Send + Sync + 'static {
     async fn get_environment(&self, user_id: Uuid, id: Uuid) -> Result<Option<EnvironmentRecord>>;
     /// The user's sessions that are not deleted, oldest first.
     async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<SessionRecord>>;
-    async fn set_session_status(&self, id: Uuid, status: SessionStatus, reason: Option<&str>, now_ms: i64) -> Result<()>;
+    /// In one transaction: moves the session to `transition` (when given; its session
+    /// status follows) and appends `messages` to its log. Returns the stored messages.
+    async fn record(&self, id: Uuid, transition: Option<Transition>, messages: Vec<NewMessage>, now_ms: i64) -> Result<Vec<MessageRecord>>;
+    /// Up to `limit` messages of a session with `id > after_id`, oldest first.
+    async fn list_messages(&self, id: Uuid, after_id: i64, limit: usize) -> Result<Vec<MessageRecord>>;
+    async fn set_max_steps(&self, id: Uuid, max_steps: u32, now_ms: i64) -> Result<()>;
     /// Marks a session deleted (`terminated`) and forgets its browser pid.
     async fn mark_session_deleted(&self, id: Uuid, now_ms: i64) -> Result<()>;
     /// Every browser pid recorded for a session that is not deleted.
     async fn recorded_browser_pids(&self) -> Result<Vec<u32>>;
     /// On start-up: every session that was live when the last run ended becomes `error`
-    /// with `reason`, and loses its pid. Returns how many.
+    /// with `reason` (also appended as an ERROR message), and loses its pid. Returns how many.
     async fn fail_live_sessions(&self, reason: &str, now_ms: i64) -> Result<u64>;
 }

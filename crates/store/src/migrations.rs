@@ -48,6 +48,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sessions_user ON sessions(user_id, deleted_at);
     "#,
+    // 2: the task's execution status and the message log.
+    r#"
+    ALTER TABLE sessions ADD COLUMN execution_status TEXT NOT NULL DEFAULT 'ready';
+    CREATE TABLE messages (
+        session_id TEXT NOT NULL REFERENCES sessions(id),
+        id INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        content TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (session_id, id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date inside one transaction per migration.

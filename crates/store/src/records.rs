@@ -65,6 +65,134 @@ impl SessionStatus {
     }
 }
 
+/// The execution status of a session's task (the API's `/status` vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionStatus {
+    Ready,
+    Running,
+    WaitingForInput,
+    Paused,
+    Finished,
+    Error,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Running => "running",
+            Self::WaitingForInput => "waiting_for_input",
+            Self::Paused => "paused",
+            Self::Finished => "finished",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ready" => Self::Ready,
+            "running" => Self::Running,
+            "waiting_for_input" => Self::WaitingForInput,
+            "paused" => Self::Paused,
+            "finished" => Self::Finished,
+            "error" => Self::Error,
+            _ => return None,
+        })
+    }
+
+    /// The session status this execution status shows as (API.md §3).
+    pub fn session_status(self) -> SessionStatus {
+        match self {
+            Self::Ready => SessionStatus::Ready,
+            Self::Running | Self::WaitingForInput => SessionStatus::Running,
+            Self::Paused => SessionStatus::Paused,
+            Self::Finished => SessionStatus::Completed,
+            Self::Error => SessionStatus::Error,
+        }
+    }
+
+    /// True while a task exists and has not ended.
+    pub fn task_active(self) -> bool {
+        matches!(self, Self::Running | Self::WaitingForInput | Self::Paused)
+    }
+}
+
+/// The type of a message in a session's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    Thought,
+    Question,
+    User,
+    Done,
+    Error,
+    Log,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Thought => "THOUGHT",
+            Self::Question => "QUESTION",
+            Self::User => "USER",
+            Self::Done => "DONE",
+            Self::Error => "ERROR",
+            Self::Log => "LOG",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "THOUGHT" => Self::Thought,
+            "QUESTION" => Self::Question,
+            "USER" => Self::User,
+            "DONE" => Self::Done,
+            "ERROR" => Self::Error,
+            "LOG" => Self::Log,
+            _ => return None,
+        })
+    }
+}
+
+/// A message to append to a session's log; the store gives it its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub kind: MessageType,
+    /// A JSON string or object.
+    pub content: serde_json::Value,
+    /// A JSON object.
+    pub metadata: serde_json::Value,
+}
+
+impl NewMessage {
+    pub fn text(kind: MessageType, content: impl Into<String>) -> Self {
+        Self { kind, content: serde_json::Value::String(content.into()), metadata: serde_json::json!({}) }
+    }
+
+    pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+/// A stored message. `id` grows from 1 per session and never repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    pub session_id: Uuid,
+    pub id: i64,
+    pub kind: MessageType,
+    pub content: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub created_at_ms: i64,
+}
+
+/// A change of a session's execution status, written with the messages that report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub status: ExecutionStatus,
+    /// Why the session is in error (kept on the session record).
+    pub reason: Option<String>,
+}
+
 /// A saved browser state's home; every session belongs to one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvironmentRecord {
@@ -100,6 +228,7 @@ pub struct SessionRecord {
     pub user_id: Uuid,
     pub agent_name: String,
     pub status: SessionStatus,
+    pub execution_status: ExecutionStatus,
     /// Why the session is in `error`, when it is.
     pub status_reason: Option<String>,
     pub environment_id: Uuid,
@@ -118,6 +247,19 @@ pub struct SessionRecord {
 #[cfg(test)]
 mod tests {
     use super::SessionStatus;
+
+    #[test]
+    fn every_execution_status_and_message_type_round_trips_through_its_name() {
+        use super::{ExecutionStatus as E, MessageType as M};
+        for s in [E::Ready, E::Running, E::WaitingForInput, E::Paused, E::Finished, E::Error] {
+            assert_eq!(E::parse(s.as_str()), Some(s));
+        }
+        for m in [M::Thought, M::Question, M::User, M::Done, M::Error, M::Log] {
+            assert_eq!(M::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(E::WaitingForInput.session_status(), SessionStatus::Running);
+        assert_eq!(E::Finished.session_status(), SessionStatus::Completed);
+    }
 
     #[test]
     fn every_status_round_trips_through_its_name() {

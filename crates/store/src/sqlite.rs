@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use crate::records::{ApiKeyRecord, EnvironmentRecord, NewSession, SessionRecord, SessionStatus, UserRecord};
+use crate::records::{
+    ApiKeyRecord, EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, SessionRecord, SessionStatus,
+    Transition, UserRecord,
+};
 use crate::{Result, Store, StoreError, migrations};
 
 /// A [`Store`] in one SQLite file.
@@ -84,6 +87,12 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         status: SessionStatus::parse(&status).ok_or_else(|| {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown status {status}").into())
         })?,
+        execution_status: {
+            let e: String = row.get("execution_status")?;
+            ExecutionStatus::parse(&e).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown execution status {e}").into())
+            })?
+        },
         status_reason: row.get("status_reason")?,
         environment_id: uuid_col(row, "environment_id")?,
         browser_pid: row.get("browser_pid")?,
@@ -111,7 +120,44 @@ fn one_session(c: &Connection, user_id: Uuid, id: Uuid, include_deleted: bool) -
 }
 
 const SESSION_COLS: &str = "id, user_id, agent_name, status, status_reason, environment_id, browser_pid, profile_dir, \
-     webhook_url, goal, max_steps, agent_session_type, restored_from, created_at, updated_at, deleted_at";
+     webhook_url, goal, max_steps, agent_session_type, restored_from, created_at, updated_at, deleted_at, execution_status";
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    let kind: String = row.get("type")?;
+    let json = |col: &str| -> rusqlite::Result<serde_json::Value> {
+        let text: String = row.get(col)?;
+        serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    };
+    Ok(MessageRecord {
+        session_id: uuid_col(row, "session_id")?,
+        id: row.get("id")?,
+        kind: MessageType::parse(&kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown message type {kind}").into())
+        })?,
+        content: json("content")?,
+        metadata: json("metadata")?,
+        created_at_ms: row.get("created_at")?,
+    })
+}
+
+/// Appends messages to a session's log inside the caller's transaction; ids continue
+/// from the session's highest.
+fn append_messages(tx: &rusqlite::Transaction<'_>, id: Uuid, messages: Vec<NewMessage>, now_ms: i64) -> Result<Vec<MessageRecord>> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sid = id.to_string();
+    let last: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM messages WHERE session_id = ?1", [&sid], |r| r.get(0))?;
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO messages (session_id, id, type, content, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+    let mut out = Vec::with_capacity(messages.len());
+    for (n, m) in messages.into_iter().enumerate() {
+        let mid = last + 1 + n as i64;
+        stmt.execute(params![sid, mid, m.kind.as_str(), m.content.to_string(), m.metadata.to_string(), now_ms])?;
+        out.push(MessageRecord { session_id: id, id: mid, kind: m.kind, content: m.content, metadata: m.metadata, created_at_ms: now_ms });
+    }
+    Ok(out)
+}
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
@@ -206,7 +252,7 @@ impl Store for SqliteStore {
             }
             tx.execute(
                 &format!(
-                    "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL)"
+                    "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, 'ready')"
                 ),
                 params![
                     s.id.to_string(),
@@ -262,13 +308,35 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_session_status(&self, id: Uuid, status: SessionStatus, reason: Option<&str>, now_ms: i64) -> Result<()> {
-        let reason = reason.map(str::to_owned);
+    async fn record(&self, id: Uuid, transition: Option<Transition>, messages: Vec<NewMessage>, now_ms: i64) -> Result<Vec<MessageRecord>> {
         self.with(move |c| {
-            c.execute(
-                "UPDATE sessions SET status = ?1, status_reason = ?2, updated_at = ?3 WHERE id = ?4 AND deleted_at IS NULL",
-                params![status.as_str(), reason, now_ms, id.to_string()],
-            )?;
+            let tx = c.transaction()?;
+            if let Some(t) = transition {
+                tx.execute(
+                    "UPDATE sessions SET execution_status = ?1, status = ?2, status_reason = ?3, updated_at = ?4 \
+                     WHERE id = ?5 AND deleted_at IS NULL",
+                    params![t.status.as_str(), t.status.session_status().as_str(), t.reason, now_ms, id.to_string()],
+                )?;
+            }
+            let out = append_messages(&tx, id, messages, now_ms)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_messages(&self, id: Uuid, after_id: i64, limit: usize) -> Result<Vec<MessageRecord>> {
+        self.with(move |c| {
+            Ok(c.prepare_cached("SELECT * FROM messages WHERE session_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
+                .query_map(params![id.to_string(), after_id, limit as i64], message_from_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn set_max_steps(&self, id: Uuid, max_steps: u32, now_ms: i64) -> Result<()> {
+        self.with(move |c| {
+            c.execute("UPDATE sessions SET max_steps = ?1, updated_at = ?2 WHERE id = ?3", params![max_steps, now_ms, id.to_string()])?;
             Ok(())
         })
         .await
@@ -297,13 +365,22 @@ impl Store for SqliteStore {
     async fn fail_live_sessions(&self, reason: &str, now_ms: i64) -> Result<u64> {
         let reason = reason.to_owned();
         self.with(move |c| {
-            let n = c.execute(
-                "UPDATE sessions SET status = 'error', status_reason = ?1, updated_at = ?2 \
-                 WHERE deleted_at IS NULL AND status NOT IN ('error', 'terminated')",
-                params![reason, now_ms],
-            )?;
-            c.execute("UPDATE sessions SET browser_pid = NULL WHERE browser_pid IS NOT NULL", [])?;
-            Ok(n as u64)
+            let tx = c.transaction()?;
+            let live: Vec<String> = tx
+                .prepare("SELECT id FROM sessions WHERE deleted_at IS NULL AND status NOT IN ('error', 'terminated')")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in &live {
+                tx.execute(
+                    "UPDATE sessions SET status = 'error', execution_status = 'error', status_reason = ?1, updated_at = ?2 WHERE id = ?3",
+                    params![reason, now_ms, id],
+                )?;
+                let uuid = Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                append_messages(&tx, uuid, vec![NewMessage::text(MessageType::Error, reason.clone())], now_ms)?;
+            }
+            tx.execute("UPDATE sessions SET browser_pid = NULL WHERE browser_pid IS NOT NULL", [])?;
+            tx.commit()?;
+            Ok(live.len() as u64)
         })
         .await
     }
@@ -385,5 +462,32 @@ mod tests {
         assert_eq!(s.status, SessionStatus::Error);
         assert_eq!(s.status_reason.as_deref(), Some("server restarted"));
         assert_eq!(s.browser_pid, None);
+        assert_eq!(s.execution_status, ExecutionStatus::Error);
+        let log = store.list_messages(id, 0, 10).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].id, log[0].kind), (1, MessageType::Error));
+    }
+
+    #[tokio::test]
+    async fn messages_get_growing_ids_and_a_transition_moves_both_statuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let (a, ka) = user("a");
+        store.create_user(&a, &ka).await.unwrap();
+        let s = store.insert_session(&session(a.id)).await.unwrap();
+        let t = Transition { status: ExecutionStatus::WaitingForInput, reason: None };
+        let first = store
+            .record(s.id, Some(t), vec![NewMessage::text(MessageType::User, "hi"), NewMessage::text(MessageType::Question, "which?")], 11)
+            .await
+            .unwrap();
+        assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2]);
+        let obj = NewMessage { kind: MessageType::Done, content: serde_json::json!({"price": "$5"}), metadata: serde_json::json!({"step": 3}) };
+        store.record(s.id, None, vec![obj.clone()], 12).await.unwrap();
+        let rec = store.get_session(a.id, s.id).await.unwrap().unwrap();
+        assert_eq!((rec.execution_status, rec.status), (ExecutionStatus::WaitingForInput, SessionStatus::Running));
+        let after = store.list_messages(s.id, 2, 10).await.unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!((after[0].id, &after[0].content, &after[0].metadata), (3, &obj.content, &obj.metadata));
+        assert_eq!(store.list_messages(s.id, 0, 2).await.unwrap().len(), 2, "the limit bounds a page");
     }
 }
