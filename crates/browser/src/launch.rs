@@ -304,6 +304,12 @@ fn chromium_args(profile_dir: &Path, (w, h): (u32, u32)) -> Vec<String> {
         "--disable-dev-shm-usage",
         "--password-store=basic",
         "--use-mock-keychain",
+        // Back/forward wait for the page's `load`, which a back-forward-cache restore never fires.
+        "--disable-features=BackForwardCache",
+        // A tab the agent left keeps running its timers (a page it opened may still load).
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+        "--disable-backgrounding-occluded-windows",
         "--remote-debugging-port=0",
     ]
     .iter()

@@ -3,11 +3,15 @@
 //! reaping and memory measurement. This crate knows nothing of sessions, storage or HTTP.
 
 pub mod cdp;
+mod act;
 mod launch;
+mod observe;
 mod page;
 mod pool;
 pub mod procfs;
 
 pub use launch::{Browser, CHROMIUM_CANDIDATES, LaunchError, LaunchOptions, Remains, find_chromium, kill_group};
+pub use act::{Key, ScrollDirection};
+pub use observe::{Element, Observation, ObserveOptions, TabInfo, list_tabs};
 pub use page::{Page, PageError, Screenshot};
 pub use pool::{Launcher, WarmPool};

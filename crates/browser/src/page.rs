@@ -1,4 +1,5 @@
-//! Actions on one page (tab) over a flat CDP session: navigate, screenshot, read URL and title.
+//! One page (tab) over a flat CDP session: attach, navigate, screenshot, URL and title.
+//! Observation and input actions live in `observe.rs` and `act.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,15 @@ use crate::cdp::{CdpError, Connection};
 pub enum PageError {
     #[error("the page could not load {url}: {reason}")]
     Navigation { url: String, reason: String },
+    /// The element number is not in the latest observation of this page.
+    #[error("element {0} does not exist in the latest observation; use a number from the current element list")]
+    UnknownElement(usize),
+    /// The page changed (navigated or was observed again) since the number was given.
+    #[error("element {0} is stale: the page changed since it was observed; use a number from the current element list")]
+    StaleElement(usize),
+    /// The action cannot be done as asked (no such option, not a text field, …).
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Cdp(#[from] CdpError),
 }
@@ -25,11 +35,13 @@ pub struct Screenshot {
     pub title: String,
 }
 
-/// One attached page target.
+/// One attached page target. Cheap to clone: clones talk to the same target.
+#[derive(Clone)]
 pub struct Page {
-    conn: Arc<Connection>,
+    pub(crate) conn: Arc<Connection>,
     target_id: String,
-    session_id: String,
+    pub(crate) session_id: String,
+    viewport: (u32, u32),
 }
 
 impl Page {
@@ -49,11 +61,16 @@ impl Page {
                 created["targetId"].as_str().unwrap_or_default().to_owned()
             }
         };
+        Self::attach(conn, target_id, viewport).await
+    }
+
+    /// Attaches to a page target (a tab), turns on the events we wait for and sets the viewport.
+    pub async fn attach(conn: &Arc<Connection>, target_id: String, viewport: (u32, u32)) -> Result<Page, CdpError> {
         let attached = conn
             .call("Target.attachToTarget", json!({ "targetId": target_id, "flatten": true }), None)
             .await?;
         let session_id = attached["sessionId"].as_str().unwrap_or_default().to_owned();
-        let page = Page { conn: conn.clone(), target_id, session_id };
+        let page = Page { conn: conn.clone(), target_id, session_id, viewport };
         let s = Some(page.session_id.as_str());
         let (a, b, c) = tokio::join!(
             conn.call("Page.enable", json!({}), s),
@@ -72,6 +89,14 @@ impl Page {
 
     pub fn target_id(&self) -> &str {
         &self.target_id
+    }
+
+    pub fn viewport(&self) -> (u32, u32) {
+        self.viewport
+    }
+
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
     }
 
     /// Sends a command to this page's session.
@@ -127,16 +152,35 @@ impl Page {
         ))
     }
 
-    /// A JPEG of the viewport plus the URL and title, taken concurrently.
+    /// A JPEG of the viewport plus the URL and title, taken concurrently. A page between
+    /// two documents (a navigation committing) refuses captures or never answers one sent
+    /// at the wrong moment; those are retried, each attempt bounded.
     pub async fn screenshot(&self, quality: u8) -> Result<Screenshot, CdpError> {
-        let shot = self.call("Page.captureScreenshot", json!({ "format": "jpeg", "quality": quality }));
-        let (shot, loc) = tokio::join!(shot, self.location());
-        let mut shot = shot?;
-        let (url, title) = loc?;
-        let jpeg_base64 = match shot.get_mut("data").map(Value::take) {
-            Some(Value::String(s)) => s,
-            _ => String::new(),
-        };
-        Ok(Screenshot { jpeg_base64, url, title })
+        const ATTEMPT: Duration = Duration::from_secs(5);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let shot = self.call("Page.captureScreenshot", json!({ "format": "jpeg", "quality": quality }));
+            let attempt = tokio::time::timeout(ATTEMPT, async { tokio::join!(shot, self.location()) }).await;
+            let Ok((shot, loc)) = attempt else {
+                if tries < 4 {
+                    continue;
+                }
+                return Err(CdpError::Timeout { method: "Page.captureScreenshot".into() });
+            };
+            match (shot, loc) {
+                (Ok(mut shot), Ok((url, title))) => {
+                    let jpeg_base64 = match shot.get_mut("data").map(Value::take) {
+                        Some(Value::String(s)) => s,
+                        _ => String::new(),
+                    };
+                    return Ok(Screenshot { jpeg_base64, url, title });
+                }
+                (Err(CdpError::Protocol { .. }), _) | (_, Err(CdpError::Protocol { .. })) if tries < 20 => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            }
+        }
     }
 }

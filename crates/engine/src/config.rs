@@ -3,10 +3,79 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What decides an agent's actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// The built-in rule planner: imperative tasks, no model, works offline.
+    Rules,
+    /// Any OpenAI-compatible chat-completions endpoint (OpenAI, Ollama, vLLM, llama.cpp, OpenRouter).
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Rules => "rules",
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// An agent name clients may ask for, and what runs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentSpec {
     pub name: String,
+    pub provider: Provider,
+    /// The provider's base URL (`…/v1` for OpenAI-compatible servers, the host for Anthropic).
+    pub base_url: Option<url::Url>,
+    pub model: String,
+    pub api_key: Option<Secret>,
+    /// Send a screenshot with each step (models that take images).
+    pub vision: bool,
+    /// The visible-text digest is cut at this many characters.
+    pub max_text: usize,
+    /// Most tokens a reply may use.
+    pub max_output_tokens: u32,
+    pub request_timeout: Duration,
+    /// Retries after a 429, a 5xx or no answer (so `max_retries + 1` attempts at most).
+    pub max_retries: u32,
+    /// First retry delay; doubled each retry, with jitter; a `Retry-After` header wins.
+    pub retry_base: Duration,
+    /// A task that has used this many tokens ends with an ERROR.
+    pub token_budget: Option<u64>,
+}
+
+impl AgentSpec {
+    /// An agent run by the rule planner; `fast` ones get a shorter text digest.
+    pub fn rules(name: &str, fast: bool) -> Self {
+        Self {
+            name: name.to_owned(),
+            provider: Provider::Rules,
+            base_url: None,
+            model: String::new(),
+            api_key: None,
+            vision: !fast,
+            max_text: if fast { 1500 } else { 4000 },
+            max_output_tokens: if fast { 512 } else { 1024 },
+            request_timeout: Duration::from_secs(60),
+            max_retries: 3,
+            retry_base: Duration::from_millis(500),
+            token_budget: None,
+        }
+    }
 }
 
 /// Everything the engine needs to run sessions.
@@ -28,6 +97,8 @@ pub struct EngineConfig {
     pub viewport: (u32, u32),
     pub screenshot_quality: u8,
     pub agents: Vec<AgentSpec>,
+    /// A task running (not paused, not waiting for the user) for longer ends with an ERROR.
+    pub task_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -47,6 +118,7 @@ impl EngineConfig {
             viewport: (1280, 720),
             screenshot_quality: 80,
             agents: default_agents(),
+            task_timeout: Duration::from_secs(15 * 60),
         }
     }
 
@@ -60,7 +132,8 @@ impl EngineConfig {
     }
 }
 
-/// `agi-0` and `agi-0-fast`, the names every client expects.
+/// `agi-0` (vision, full) and `agi-0-fast` (text-only, fewer tokens), the names every
+/// client expects; on the rule planner until configured otherwise.
 pub fn default_agents() -> Vec<AgentSpec> {
-    ["agi-0", "agi-0-fast"].iter().map(|n| AgentSpec { name: (*n).to_owned() }).collect()
+    vec![AgentSpec::rules("agi-0", false), AgentSpec::rules("agi-0-fast", true)]
 }

@@ -10,13 +10,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use agentbox_browser::{Launcher, Remains, Screenshot, WarmPool, procfs};
-use agentbox_store::{NewSession, SessionRecord, SessionStatus, Store, StoreError, UserRecord};
+use agentbox_store::{
+    ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, SessionRecord, SessionStatus, Store, StoreError, Transition, UserRecord,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::EngineConfig;
-use crate::error::{ActionError, CapacityScope, CreateError, DeleteError, LookupError};
+use crate::error::{ActionError, CapacityScope, ControlError, CreateError, DeleteError, LookupError};
 use crate::session::{self, ActorSettings, Command, SessionHandle};
 use crate::time::now_ms;
 use crate::tokens::{Claims, TokenKey, TokenScope};
@@ -38,30 +40,6 @@ pub struct SessionView {
     pub cdp_url: String,
 }
 
-/// The execution status of a session's task (the API's `/status` vocabulary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExecutionStatus {
-    Ready,
-    Running,
-    WaitingForInput,
-    Paused,
-    Finished,
-    Error,
-}
-
-impl ExecutionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ready => "ready",
-            Self::Running => "running",
-            Self::WaitingForInput => "waiting_for_input",
-            Self::Paused => "paused",
-            Self::Finished => "finished",
-            Self::Error => "error",
-        }
-    }
-}
-
 /// Where a new session's browser state comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreSource {
@@ -80,6 +58,18 @@ pub struct CreateSession {
     pub restore: Option<RestoreSource>,
     pub enable_memory_snapshot: bool,
 }
+
+/// A validated user message.
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    pub text: String,
+    pub start_url: Option<HttpUrl>,
+    /// From `config_updates`.
+    pub max_steps: Option<MaxSteps>,
+}
+
+/// Most messages one poll returns; page with `after_id` for more.
+pub const MESSAGES_PAGE: usize = 5000;
 
 /// What a reaper pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +114,8 @@ pub struct Engine {
     stop: watch::Sender<bool>,
     drivers: Mutex<Vec<JoinHandle<()>>>,
     janitor: mpsc::UnboundedSender<Remains>,
+    /// Shared by every planner's requests to its model provider.
+    http: reqwest::Client,
 }
 
 /// Why the engine could not start.
@@ -133,6 +125,8 @@ pub enum StartError {
     Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot build the HTTP client for model providers: {0}")]
+    Http(String),
 }
 
 impl Engine {
@@ -157,7 +151,12 @@ impl Engine {
         };
         let pool = WarmPool::new(launcher, config.pool_size);
         let (stop, _) = watch::channel(false);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("agentbox/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StartError::Http(e.to_string()))?;
         let engine = Arc::new(Self {
+            http,
             config,
             store,
             pool: pool.clone(),
@@ -254,6 +253,7 @@ impl Engine {
         goal: Option<String>,
         max_steps: MaxSteps,
     ) -> Result<(SessionView, SessionHandle), CreateError> {
+        let spec = self.config.agents.iter().find(|a| a.name == agent_name).cloned().expect("the agent name was checked");
         let (browser, warm) = self.pool.acquire().await?;
         let id = Uuid::new_v4();
         tracing::debug!(session_id = %id, warm, pid = browser.pid(), "browser acquired");
@@ -267,7 +267,7 @@ impl Engine {
             browser_pid: Some(browser.pid()),
             profile_dir: Some(browser.profile_dir().display().to_string()),
             webhook_url: webhook_url.map(|u| u.to_string()),
-            goal,
+            goal: goal.clone(),
             max_steps: max_steps.get(),
             agent_session_type: "managed-cdp".to_owned(),
             restored_from: None,
@@ -280,8 +280,26 @@ impl Engine {
             screenshot_quality: self.config.screenshot_quality,
             trash_dir: self.config.trash_dir(),
             janitor: self.janitor.clone(),
+            agent: spec,
+            http: self.http.clone(),
+            task_timeout: self.config.task_timeout,
+            max_steps: max_steps.get(),
         };
         let handle = session::spawn(id, user.id, browser, self.store.clone(), settings);
+        let record = match goal {
+            // `goal` starts a task at once, as if sent as the first message.
+            Some(goal) => {
+                if let Err(e) = handle.control.message(goal, None, None).await {
+                    handle.close().await;
+                    return Err(match e {
+                        ActionError::Store(s) => CreateError::Store(s),
+                        other => CreateError::Launch(agentbox_browser::LaunchError::Exited(other.to_string())),
+                    });
+                }
+                self.store.get_session(user.id, id).await?.unwrap_or(record)
+            }
+            None => record,
+        };
         Ok((self.view(record), handle))
     }
 
@@ -323,14 +341,47 @@ impl Engine {
 
     /// The execution status of the session's task.
     pub async fn execution_status(&self, user: &UserRecord, id: Uuid) -> Result<ExecutionStatus, LookupError> {
-        let view = self.get_session(user, id).await?;
-        Ok(match view.record.status {
-            SessionStatus::Initializing | SessionStatus::Ready => ExecutionStatus::Ready,
-            SessionStatus::Running => ExecutionStatus::Running,
-            SessionStatus::Paused => ExecutionStatus::Paused,
-            SessionStatus::Completed => ExecutionStatus::Finished,
-            SessionStatus::Error | SessionStatus::Terminated => ExecutionStatus::Error,
-        })
+        Ok(self.get_session(user, id).await?.record.execution_status)
+    }
+
+    /// The session's messages with `id > after_id`, oldest first, and its execution
+    /// status. `sanitize` hides LOG messages and strips internal metadata.
+    pub async fn messages(&self, user: &UserRecord, id: Uuid, after_id: i64, sanitize: bool) -> Result<(Vec<MessageRecord>, ExecutionStatus), LookupError> {
+        let status = self.execution_status(user, id).await?;
+        let mut messages = self.store.list_messages(id, after_id, MESSAGES_PAGE).await?;
+        if sanitize {
+            messages.retain(|m| m.kind != MessageType::Log);
+            for m in &mut messages {
+                if let Some(meta) = m.metadata.as_object_mut() {
+                    for key in INTERNAL_METADATA {
+                        meta.remove(*key);
+                    }
+                }
+            }
+        }
+        Ok((messages, status))
+    }
+
+    /// A user message: starts a task, answers the agent, or adds context (API.md §2).
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn send_message(&self, user: &UserRecord, id: Uuid, msg: SendMessage) -> Result<(), ActionError> {
+        let handle = self.handle(user, id).await?;
+        handle.control.message(msg.text, msg.start_url.map(|u| u.to_string()), msg.max_steps.map(|m| m.get())).await
+    }
+
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn pause(&self, user: &UserRecord, id: Uuid) -> Result<(), ControlError> {
+        self.handle(user, id).await?.control.pause().await
+    }
+
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn resume(&self, user: &UserRecord, id: Uuid) -> Result<(), ControlError> {
+        self.handle(user, id).await?.control.resume().await
+    }
+
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn cancel(&self, user: &UserRecord, id: Uuid) -> Result<(), ControlError> {
+        self.handle(user, id).await?.control.cancel().await
     }
 
     /// Navigates the session's active tab; returns the URL it ended on.
@@ -422,7 +473,8 @@ impl Engine {
             .expect("registry lock")
             .sessions
             .iter()
-            .filter(|(_, h)| h.idle_for() > self.config.idle_timeout)
+            // A running task is activity even when no client calls.
+            .filter(|(_, h)| h.idle_for() > self.config.idle_timeout && h.control.exec_now() != ExecutionStatus::Running)
             .map(|(id, _)| *id)
             .collect();
         let mut report = ReapReport::default();
@@ -446,7 +498,8 @@ impl Engine {
         let now = now_ms();
         for (id, h) in handles {
             close_handle(h).await;
-            if let Err(e) = self.store.set_session_status(id, SessionStatus::Error, Some(SERVER_STOPPED), now).await {
+            let ended = Transition { status: ExecutionStatus::Error, reason: Some(SERVER_STOPPED.into()) };
+            if let Err(e) = self.store.record(id, Some(ended), vec![NewMessage::text(MessageType::Error, SERVER_STOPPED)], now).await {
                 tracing::error!(session_id = %id, error = %e, "could not record a session's end at shutdown");
             }
         }
@@ -490,6 +543,9 @@ async fn close_handle(h: Arc<SessionHandle>) {
         }
     }
 }
+
+/// Metadata keys `sanitize=true` strips: images and internal prompts.
+const INTERNAL_METADATA: &[&str] = &["screenshot", "image", "prompt", "observation"];
 
 fn base_with_slash(u: &url::Url) -> url::Url {
     let mut u = u.clone();

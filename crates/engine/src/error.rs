@@ -71,3 +71,30 @@ pub enum DeleteError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Pause, resume and cancel.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("session not found")]
+    NotFound,
+    #[error("the task is already paused; resume it with POST /resume")]
+    AlreadyPaused,
+    #[error("the task is not paused; pause it first with POST /pause")]
+    NotPaused,
+    #[error("no task is running in this session; start one with POST /message")]
+    NoTaskRunning,
+    #[error("{0}")]
+    BrowserGone(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ActionError> for ControlError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::NotFound => Self::NotFound,
+            ActionError::Store(s) => Self::Store(s),
+            other => Self::BrowserGone(other.to_string()),
+        }
+    }
+}

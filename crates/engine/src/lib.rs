@@ -1,16 +1,20 @@
-//! The agentbox domain: sessions (one actor task per session owns its browser), users and
-//! their keys, link tokens. No HTTP here: the server parses requests into the types of
+//! The agentbox domain: sessions (one actor task per session owns its browser), their
+//! tasks and agents (planners, message log, execution state), users and their keys, link
+//! tokens. No HTTP here: the server parses requests into the types of
 //! this crate, calls the [`Engine`], and maps the typed results and errors to responses.
 
+pub mod agent;
 pub mod config;
 mod engine;
 pub mod error;
 mod session;
+mod task;
 pub mod time;
 pub mod tokens;
 pub mod users;
 pub mod validate;
 
-pub use config::{AgentSpec, EngineConfig};
-pub use engine::{CreateSession, Engine, ExecutionStatus, ReapReport, RestoreSource, SERVER_RESTARTED, SessionView, StartError};
+pub use agentbox_store::{ExecutionStatus, MessageRecord, MessageType};
+pub use config::{AgentSpec, EngineConfig, Provider, Secret};
+pub use engine::{CreateSession, Engine, MESSAGES_PAGE, ReapReport, RestoreSource, SERVER_RESTARTED, SendMessage, SessionView, StartError};
 pub use session::BROWSER_DIED;

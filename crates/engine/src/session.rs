@@ -3,7 +3,9 @@
 //! Every action on a session's browser is a [`Command`] sent to its actor, so actions on
 //! one session run one at a time in arrival order and nothing else touches the browser.
 //! The actor also watches the browser: when Chromium exits behind our back, the session is
-//! marked `error` in the store at once and later commands are refused with the reason.
+//! marked `error` in the store at once (with an ERROR message) and later commands are
+//! refused with the reason. The session's task runs beside the actor, owned by its
+//! [`Control`] (see `task.rs`); the actor stops it before it closes the browser.
 //! The actor ends on [`Command::Close`] (it SIGKILLs the browser group, moves the profile
 //! dir into the trash, hands the rest to the engine's janitor, then replies) or when every handle is dropped (the browser is killed by
 //! its `Drop`). Its owner is the engine's registry, which joins it on delete and shutdown.
@@ -13,13 +15,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use agentbox_browser::{Browser, PageError, Remains, Screenshot};
-use agentbox_store::{SessionStatus, Store};
+use agentbox_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::config::AgentSpec;
 use crate::error::ActionError;
-use crate::time::now_ms;
+use crate::task::{AgentEnv, Control, Tabs};
 
 /// The text every later call on a session with a dead browser reports.
 pub const BROWSER_DIED: &str =
@@ -34,6 +37,7 @@ pub(crate) enum Command {
 /// The registry's handle on a running actor.
 pub(crate) struct SessionHandle {
     pub user_id: Uuid,
+    pub control: Arc<Control>,
     pub tx: mpsc::Sender<Command>,
     pub task: JoinHandle<()>,
     last_used: Mutex<Instant>,
@@ -70,17 +74,30 @@ pub(crate) struct ActorSettings {
     pub trash_dir: std::path::PathBuf,
     /// The engine's janitor, which clears what killed browsers leave.
     pub janitor: mpsc::UnboundedSender<Remains>,
+    pub agent: AgentSpec,
+    pub http: reqwest::Client,
+    pub task_timeout: Duration,
+    pub max_steps: u32,
 }
 
 /// Starts the actor for a session that now owns `browser`.
 pub(crate) fn spawn(id: Uuid, user_id: Uuid, browser: Browser, store: Arc<dyn Store>, settings: ActorSettings) -> SessionHandle {
     let (tx, rx) = mpsc::channel(32);
-    let task = tokio::spawn(run(id, browser, rx, store, settings));
-    SessionHandle { user_id, tx, task, last_used: Mutex::new(Instant::now()) }
+    let env = AgentEnv {
+        tabs: Arc::new(Tabs::new(browser.page().clone())),
+        spec: settings.agent.clone(),
+        http: settings.http.clone(),
+        navigation_timeout: settings.navigation_timeout,
+        task_timeout: settings.task_timeout,
+        screenshot_quality: settings.screenshot_quality,
+    };
+    let control = Control::new(id, store, settings.max_steps, env);
+    let task = tokio::spawn(run(id, browser, rx, control.clone(), settings));
+    SessionHandle { user_id, control, tx, task, last_used: Mutex::new(Instant::now()) }
 }
 
 #[tracing::instrument(skip_all, fields(session_id = %id))]
-async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, store: Arc<dyn Store>, settings: ActorSettings) {
+async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, control: Arc<Control>, settings: ActorSettings) {
     let mut alive = true;
     let close_reply = loop {
         tokio::select! {
@@ -88,12 +105,12 @@ async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, store:
                 None => break None,
                 Some(Command::Close { reply }) => break Some(reply),
                 Some(Command::Navigate { url, reply }) => {
-                    let result = if alive { navigate(&browser, &url, settings.navigation_timeout).await } else { Err(gone()) };
+                    let result = if alive { navigate(&control, &url, settings.navigation_timeout).await } else { Err(gone()) };
                     let _ = reply.send(blame_death(&browser, result));
                 }
                 Some(Command::Screenshot { reply }) => {
                     let result = if alive {
-                        browser.page().screenshot(settings.screenshot_quality).await.map_err(|e| ActionError::Browser(e.to_string()))
+                        control.tabs().current().screenshot(settings.screenshot_quality).await.map_err(|e| ActionError::Browser(e.to_string()))
                     } else {
                         Err(gone())
                     };
@@ -103,12 +120,12 @@ async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, store:
             _ = browser.exited(), if alive => {
                 alive = false;
                 tracing::warn!(pid = browser.pid(), "browser exited unexpectedly; session is now in error");
-                if let Err(e) = store.set_session_status(id, SessionStatus::Error, Some(BROWSER_DIED), now_ms()).await {
-                    tracing::error!(error = %e, "could not record the session's error status");
-                }
+                control.browser_died(BROWSER_DIED).await;
             }
         }
     };
+    // The task stops before the browser goes.
+    control.close().await;
     // Kill now, clean up off the request path; if the janitor is gone (shutdown), clean here.
     let remains = browser.kill_detached(&settings.trash_dir);
     if let Err(unsent) = settings.janitor.send(remains) {
@@ -132,9 +149,9 @@ fn gone() -> ActionError {
     ActionError::BrowserGone(BROWSER_DIED.into())
 }
 
-async fn navigate(browser: &Browser, url: &str, wait: Duration) -> Result<String, ActionError> {
-    browser.page().navigate(url, wait).await.map_err(|e| match e {
+async fn navigate(control: &Control, url: &str, wait: Duration) -> Result<String, ActionError> {
+    control.tabs().current().navigate(url, wait).await.map_err(|e| match e {
         PageError::Navigation { url, reason } => ActionError::Navigation { url, reason },
-        PageError::Cdp(e) => ActionError::Browser(e.to_string()),
+        other => ActionError::Browser(other.to_string()),
     })
 }

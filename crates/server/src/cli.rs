@@ -117,7 +117,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let engine = app.engine().clone();
     println!("agentbox listening on http://{}", app.local_addr());
-    println!("  agents: {}", engine.agent_names().join(", "));
+    for a in &engine.config().agents {
+        match a.provider {
+            agentbox_engine::Provider::Rules => println!(
+                "  agent {}: built-in rule planner (no model configured; runs imperative tasks offline)",
+                a.name
+            ),
+            p => println!(
+                "  agent {}: {} model {:?} at {}",
+                a.name,
+                p.as_str(),
+                a.model,
+                a.base_url.as_ref().map(|u| u.to_string()).unwrap_or_else(|| "the provider's default URL".into())
+            ),
+        }
+    }
     println!("  data dir: {}", engine.config().data_dir.display());
     use std::io::Write;
     let _ = std::io::stdout().flush();

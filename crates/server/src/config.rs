@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agentbox_engine::{AgentSpec, EngineConfig, config::default_agents};
+use agentbox_engine::{AgentSpec, EngineConfig, Provider, Secret, config::default_agents};
 use serde::Deserialize;
 
 /// Flags of `agentbox serve`; each also reads an `AGENTBOX_*` variable.
@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Longest wait for Chromium to start [default: 30s].
     #[arg(long, env = "AGENTBOX_LAUNCH_TIMEOUT")]
     pub launch_timeout: Option<String>,
+    /// A task running (not paused or waiting for the user) for longer ends with an ERROR [default: 15m].
+    #[arg(long, env = "AGENTBOX_TASK_TIMEOUT")]
+    pub task_timeout: Option<String>,
     /// Browser viewport, WIDTHxHEIGHT [default: 1280x720].
     #[arg(long, env = "AGENTBOX_VIEWPORT")]
     pub viewport: Option<String>,
@@ -73,16 +76,81 @@ struct FileConfig {
     reap_interval: Option<String>,
     navigation_timeout: Option<String>,
     launch_timeout: Option<String>,
+    task_timeout: Option<String>,
     viewport: Option<String>,
     log: Option<String>,
-    /// Extra agent names, `[agents.my-agent]`; `agi-0` and `agi-0-fast` always exist.
+    /// Agent names and what runs them, `[agents.my-agent]`; `agi-0` and `agi-0-fast`
+    /// always exist (on the rule planner unless configured here).
     #[serde(default)]
     agents: BTreeMap<String, AgentFile>,
 }
 
+/// `[agents.NAME]`: which planner runs an agent name.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AgentFile {}
+struct AgentFile {
+    /// `rules` (default), `openai` (any OpenAI-compatible server) or `anthropic`.
+    provider: Option<String>,
+    base_url: Option<String>,
+    model: Option<String>,
+    /// The environment variable holding the API key (never the key itself).
+    api_key_env: Option<String>,
+    vision: Option<bool>,
+    max_text: Option<usize>,
+    max_output_tokens: Option<u32>,
+    request_timeout: Option<String>,
+    max_retries: Option<u32>,
+    retry_base: Option<String>,
+    token_budget: Option<u64>,
+}
+
+impl AgentFile {
+    fn into_spec(self, name: &str) -> Result<AgentSpec, ConfigError> {
+        let err = |m: String| ConfigError(format!("[agents.{name}] {m}"));
+        let mut spec = AgentSpec::rules(name, name.ends_with("-fast"));
+        spec.provider = match self.provider.as_deref().unwrap_or("rules") {
+            "rules" => Provider::Rules,
+            "openai" => Provider::OpenAi,
+            "anthropic" => Provider::Anthropic,
+            other => return Err(err(format!("provider {other:?} is unknown; use rules, openai or anthropic"))),
+        };
+        if let Some(u) = self.base_url {
+            let parsed = url::Url::parse(&u).map_err(|e| err(format!("base_url {u:?} is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(err("base_url must be http or https".into()));
+            }
+            spec.base_url = Some(parsed);
+        }
+        spec.model = self.model.unwrap_or_default();
+        if spec.provider != Provider::Rules && spec.model.trim().is_empty() {
+            return Err(err(format!("needs model = \"…\" for provider {}", spec.provider.as_str())));
+        }
+        if let Some(var) = self.api_key_env {
+            let key = std::env::var(&var).map_err(|_| err(format!("api_key_env names {var}, which is not set in the environment")))?;
+            spec.api_key = Some(Secret(key));
+        }
+        if let Some(v) = self.vision {
+            spec.vision = v;
+        }
+        if let Some(n) = self.max_text {
+            spec.max_text = n.clamp(200, 100_000);
+        }
+        if let Some(n) = self.max_output_tokens {
+            spec.max_output_tokens = n.max(16);
+        }
+        if let Some(d) = self.request_timeout {
+            spec.request_timeout = parse_duration(&d).map_err(|e| err(format!("request_timeout: {e}")))?;
+        }
+        if let Some(n) = self.max_retries {
+            spec.max_retries = n.min(10);
+        }
+        if let Some(d) = self.retry_base {
+            spec.retry_base = parse_duration(&d).map_err(|e| err(format!("retry_base: {e}")))?;
+        }
+        spec.token_budget = self.token_budget;
+        Ok(spec)
+    }
+}
 
 /// The validated configuration of a server.
 #[derive(Debug, Clone)]
@@ -145,6 +213,7 @@ impl Config {
             ("reap_interval", args.reap_interval.clone().or(file.reap_interval), &mut engine.reap_interval),
             ("navigation_timeout", args.navigation_timeout.clone().or(file.navigation_timeout), &mut engine.navigation_timeout),
             ("launch_timeout", args.launch_timeout.clone().or(file.launch_timeout), &mut engine.launch_timeout),
+            ("task_timeout", args.task_timeout.clone().or(file.task_timeout), &mut engine.task_timeout),
         ];
         for (name, value, slot) in durations {
             if let Some(v) = value {
@@ -158,9 +227,14 @@ impl Config {
             engine.viewport = parse_viewport(&v)?;
         }
         let mut agents = default_agents();
-        for name in file.agents.keys() {
-            if !agents.iter().any(|a| &a.name == name) {
-                agents.push(AgentSpec { name: name.clone() });
+        for (name, agent) in file.agents {
+            if name.trim().is_empty() || name.len() > 100 {
+                return Err(ConfigError("agent names must be 1 to 100 characters".into()));
+            }
+            let spec = agent.into_spec(&name)?;
+            match agents.iter_mut().find(|a| a.name == name) {
+                Some(slot) => *slot = spec,
+                None => agents.push(spec),
             }
         }
         engine.agents = agents;
@@ -253,6 +327,28 @@ mod tests {
         std::fs::write(&file, "pool_sise = 5\n").unwrap();
         let err = Config::load(&ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(err.0.contains("pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn agents_take_a_provider_and_a_key_from_a_named_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agentbox.toml");
+        let text = "[agents.agi-0]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key_env = \"PATH\"\n\
+                    [agents.claude]\nprovider = \"anthropic\"\nmodel = \"c\"\nvision = false\n";
+        std::fs::write(&file, text).unwrap();
+        let c = Config::load(&ServeArgs { config: Some(file.clone()), ..Default::default() }).unwrap();
+        let a = &c.engine.agents;
+        assert_eq!((a[0].name.as_str(), a[0].provider), ("agi-0", Provider::OpenAi));
+        assert!(a[0].api_key.is_some() && !format!("{:?}", a[0]).contains(&std::env::var("PATH").unwrap()), "the key never shows in Debug");
+        assert_eq!((a[1].name.as_str(), a[1].provider, a[1].vision), ("agi-0-fast", Provider::Rules, false));
+        assert_eq!((a[2].name.as_str(), a[2].provider, a[2].vision), ("claude", Provider::Anthropic, false));
+
+        std::fs::write(&file, "[agents.x]\nprovider = \"openai\"\n").unwrap();
+        let err = Config::load(&ServeArgs { config: Some(file.clone()), ..Default::default() }).unwrap_err();
+        assert!(err.0.contains("[agents.x] needs model"), "{err}");
+        std::fs::write(&file, "[agents.x]\nprovider = \"openai\"\nmodel = \"m\"\napi_key_env = \"AGENTBOX_SURELY_UNSET_VAR\"\n").unwrap();
+        let err = Config::load(&ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
+        assert!(err.0.contains("AGENTBOX_SURELY_UNSET_VAR"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use agentbox_browser::LaunchError;
-use agentbox_engine::error::{ActionError, CapacityScope, CreateError, DeleteError, LookupError};
+use agentbox_engine::error::{ActionError, CapacityScope, ControlError, CreateError, DeleteError, LookupError};
 use agentbox_store::StoreError;
 
 /// Stable error codes. The status each maps to is fixed in [`Code::status`].
@@ -21,6 +21,9 @@ pub enum Code {
     InvalidUrl,
     PayloadTooLarge,
     BrowserGone,
+    AlreadyPaused,
+    NotPaused,
+    NoTaskRunning,
     CapacityExceeded,
     ShuttingDown,
     BrowserLaunchFailed,
@@ -40,6 +43,9 @@ impl Code {
             Self::InvalidUrl => "invalid_url",
             Self::PayloadTooLarge => "payload_too_large",
             Self::BrowserGone => "browser_gone",
+            Self::AlreadyPaused => "already_paused",
+            Self::NotPaused => "not_paused",
+            Self::NoTaskRunning => "no_task_running",
             Self::CapacityExceeded => "capacity_exceeded",
             Self::ShuttingDown => "shutting_down",
             Self::BrowserLaunchFailed => "browser_launch_failed",
@@ -57,7 +63,7 @@ impl Code {
             Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidUrl => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BrowserGone => StatusCode::CONFLICT,
+            Self::BrowserGone | Self::AlreadyPaused | Self::NotPaused | Self::NoTaskRunning => StatusCode::CONFLICT,
             Self::CapacityExceeded | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::BrowserLaunchFailed | Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NavigationFailed => StatusCode::BAD_GATEWAY,
@@ -210,6 +216,20 @@ impl From<ActionError> for ApiError {
     }
 }
 
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let detail = capitalize(&e.to_string());
+        match e {
+            ControlError::NotFound => Self::not_found("session"),
+            ControlError::AlreadyPaused => Self::new(Code::AlreadyPaused, detail),
+            ControlError::NotPaused => Self::new(Code::NotPaused, detail),
+            ControlError::NoTaskRunning => Self::new(Code::NoTaskRunning, detail),
+            ControlError::BrowserGone(_) => Self::new(Code::BrowserGone, detail),
+            ControlError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<DeleteError> for ApiError {
     fn from(e: DeleteError) -> Self {
         match e {
@@ -240,6 +260,8 @@ mod tests {
         assert_eq!(Code::CapacityExceeded.status(), 503);
         assert_eq!(Code::NotImplemented.status(), 501);
         assert_eq!(Code::BrowserLaunchFailed.status(), 500);
+        assert_eq!(Code::AlreadyPaused.status(), 409);
+        assert_eq!(Code::NoTaskRunning.status(), 409);
     }
 
     #[test]

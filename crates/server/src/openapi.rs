@@ -15,6 +15,11 @@ use crate::routes::{meta, sessions};
         sessions::sessions_delete,
         sessions::sessions_delete_all,
         sessions::sessions_status,
+        sessions::sessions_message,
+        sessions::sessions_messages,
+        sessions::sessions_pause,
+        sessions::sessions_resume,
+        sessions::sessions_cancel,
         sessions::sessions_navigate,
         sessions::sessions_screenshot,
         meta::models_list,
@@ -23,7 +28,7 @@ use crate::routes::{meta, sessions};
         meta::openapi_get,
     ),
     modifiers(&BearerAuth),
-    tags((name = "sessions"), (name = "browser"), (name = "meta"))
+    tags((name = "sessions"), (name = "tasks"), (name = "browser"), (name = "meta"))
 )]
 pub struct ApiDoc;
 

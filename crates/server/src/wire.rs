@@ -3,7 +3,7 @@
 //! validation errors come from.
 
 use agentbox_engine::validate::{HttpUrl, MaxSteps};
-use agentbox_engine::{CreateSession, RestoreSource, SessionView, time::iso8601};
+use agentbox_engine::{CreateSession, MessageRecord, RestoreSource, SendMessage, SessionView, time::iso8601};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -196,6 +196,80 @@ pub struct ScreenshotResponse {
     pub url: String,
     /// `""` for an untitled page, never null.
     pub title: String,
+}
+
+/// `POST /v1/sessions/{id}/message`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MessageRequest {
+    /// 1–10,000 characters: a task, an answer, or context for the running task.
+    pub message: String,
+    /// Opened before the first step when the message starts a task.
+    pub start_url: Option<String>,
+    /// Settings for this session from now on; `max_steps` (1–1,000) is the one read.
+    #[schema(value_type = Option<Object>)]
+    pub config_updates: Option<serde_json::Value>,
+}
+
+impl MessageRequest {
+    pub fn into_command(self) -> Result<SendMessage, ApiError> {
+        check_text("message", &self.message)?;
+        let start_url = self
+            .start_url
+            .as_deref()
+            .map(|u| HttpUrl::parse(u).map_err(|e| ApiError::field("body", "start_url", e.to_string())))
+            .transpose()?;
+        let max_steps = match &self.config_updates {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Object(o)) => match o.get("max_steps") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(v) => {
+                    let n = v.as_i64().ok_or_else(|| ApiError::field("body", "config_updates.max_steps", "expected an integer"))?;
+                    Some(MaxSteps::new(n).map_err(|m| ApiError::field("body", "config_updates.max_steps", m))?)
+                }
+            },
+            Some(_) => return Err(ApiError::field("body", "config_updates", "must be a JSON object, e.g. {\"max_steps\": 50}")),
+        };
+        Ok(SendMessage { text: self.message, start_url, max_steps })
+    }
+}
+
+/// Query of `GET /v1/sessions/{id}/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// Only messages with a greater id (default 0: all).
+    pub after_id: Option<i64>,
+    /// Hide LOG messages and internal metadata (default true).
+    pub sanitize: Option<bool>,
+}
+
+/// One message of the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageResponse {
+    pub id: i64,
+    /// `THOUGHT`, `QUESTION`, `USER`, `DONE`, `ERROR` or `LOG`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A string, or a JSON object (structured results).
+    #[schema(value_type = Object)]
+    pub content: serde_json::Value,
+    pub timestamp: String,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+impl From<MessageRecord> for MessageResponse {
+    fn from(m: MessageRecord) -> Self {
+        Self { id: m.id, kind: m.kind.as_str(), content: m.content, timestamp: iso8601(m.created_at_ms), metadata: m.metadata }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagesResponse {
+    pub messages: Vec<MessageResponse>,
+    /// The execution status, as `/status` reports it.
+    pub status: String,
+    pub has_agent: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

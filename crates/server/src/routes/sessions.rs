@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, SessionId};
 use crate::wire::{
-    CreateSessionRequest, DeleteQuery, DeleteResponse, NavigateRequest, NavigateResponse, ScreenshotResponse, SessionResponse,
-    StatusResponse,
+    CreateSessionRequest, DeleteQuery, DeleteResponse, MessageRequest, MessagesQuery, MessagesResponse, NavigateRequest, NavigateResponse,
+    ScreenshotResponse, SessionResponse, StatusResponse, SuccessResponse,
 };
 
 type Eng = State<Arc<Engine>>;
@@ -129,4 +129,78 @@ pub async fn sessions_screenshot(
         url: shot.url,
         title: shot.title,
     }))
+}
+
+/// Send a message: starts a task, answers the agent's question, or adds context to the
+/// running task. Never 409; on return `/status` already shows the new state.
+#[utoipa::path(post, path = "/v1/sessions/{id}/message", tag = "tasks", params(("id" = String, Path, description = "session id")),
+    request_body = MessageRequest,
+    responses((status = 200, body = SuccessResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the session's browser is gone", body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_message(
+    State(engine): Eng,
+    AuthUser(user): AuthUser,
+    id: SessionId,
+    ApiJson(req): ApiJson<MessageRequest>,
+) -> Result<Json<SuccessResponse>, ApiError> {
+    let id = id.require()?;
+    let cmd = req.into_command()?;
+    engine.send_message(&user, id, cmd).await?;
+    Ok(Json(SuccessResponse { success: true, message: "Message sent successfully".to_owned() }))
+}
+
+/// Poll the message log: messages with `id > after_id`, oldest first, and the status.
+#[utoipa::path(get, path = "/v1/sessions/{id}/messages", tag = "tasks",
+    params(("id" = String, Path, description = "session id"), MessagesQuery),
+    responses((status = 200, body = MessagesResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_messages(
+    State(engine): Eng,
+    AuthUser(user): AuthUser,
+    id: SessionId,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
+) -> Result<Json<MessagesResponse>, ApiError> {
+    let id = id.require()?;
+    let after_id = q.after_id.unwrap_or(0);
+    if after_id < 0 {
+        return Err(ApiError::field("query", "after_id", format!("must be 0 or more (got {after_id})")));
+    }
+    let (messages, status) = engine.messages(&user, id, after_id, q.sanitize.unwrap_or(true)).await?;
+    Ok(Json(MessagesResponse {
+        messages: messages.into_iter().map(Into::into).collect(),
+        status: status.as_str().to_owned(),
+        has_agent: true,
+    }))
+}
+
+/// Pause the task between actions (an action in flight finishes).
+#[utoipa::path(post, path = "/v1/sessions/{id}/pause", tag = "tasks", params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SuccessResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "already_paused or no_task_running", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_pause(State(engine): Eng, AuthUser(user): AuthUser, id: SessionId) -> Result<Json<SuccessResponse>, ApiError> {
+    engine.pause(&user, id.require()?).await?;
+    Ok(Json(SuccessResponse { success: true, message: "Session paused successfully".to_owned() }))
+}
+
+/// Resume a paused task with its context.
+#[utoipa::path(post, path = "/v1/sessions/{id}/resume", tag = "tasks", params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SuccessResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "not_paused", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_resume(State(engine): Eng, AuthUser(user): AuthUser, id: SessionId) -> Result<Json<SuccessResponse>, ApiError> {
+    engine.resume(&user, id.require()?).await?;
+    Ok(Json(SuccessResponse { success: true, message: "Session resumed successfully".to_owned() }))
+}
+
+/// Cancel the task; the session stays usable (status `finished`).
+#[utoipa::path(post, path = "/v1/sessions/{id}/cancel", tag = "tasks", params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SuccessResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "no_task_running", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_cancel(State(engine): Eng, AuthUser(user): AuthUser, id: SessionId) -> Result<Json<SuccessResponse>, ApiError> {
+    engine.cancel(&user, id.require()?).await?;
+    Ok(Json(SuccessResponse { success: true, message: "Session cancelled successfully".to_owned() }))
 }

@@ -1,6 +1,7 @@
 //! Black-box API tests: the real `agentbox` binary, real Chromium, a real SQLite file and
 //! real HTTP on 127.0.0.1. One test binary; modules by theme.
 
+mod agent;
 mod errors;
 mod recovery;
 mod sdk;

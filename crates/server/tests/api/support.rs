@@ -52,10 +52,23 @@ impl Reply {
 impl Server {
     /// Starts a server on a fresh temp data dir with these extra `serve` flags.
     pub async fn start(flags: &[&str]) -> Server {
+        Self::start_with_config("", flags, &[]).await
+    }
+
+    /// Starts a server with a config file (`config` is its TOML text; empty for none),
+    /// extra flags and extra environment variables.
+    pub async fn start_with_config(config: &str, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let slot = SLOTS.acquire().await.expect("semaphore open");
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().canonicalize().unwrap();
-        let mut s = Self::spawn(&data_dir, flags);
+        let mut all: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        if !config.is_empty() {
+            let file = data_dir.join("agentbox.toml");
+            std::fs::write(&file, config).unwrap();
+            all.extend(["--config".to_owned(), file.display().to_string()]);
+        }
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut s = Self::spawn(&data_dir, &all, env);
         s._dir = Some(dir);
         s._slot = Some(slot);
         s
@@ -63,10 +76,10 @@ impl Server {
 
     /// Starts a server on an existing data dir (a restart), without taking a new slot.
     pub fn restart_in(data_dir: &Path, flags: &[&str]) -> Server {
-        Self::spawn(data_dir, flags)
+        Self::spawn(data_dir, flags, &[])
     }
 
-    fn spawn(data_dir: &Path, flags: &[&str]) -> Server {
+    fn spawn(data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
         let mut child = Command::new(BIN)
             .arg("serve")
@@ -74,6 +87,7 @@ impl Server {
             .arg(data_dir)
             .args(flags)
             .env("AGENTBOX_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -140,6 +154,35 @@ impl Server {
         let r = self.post("/v1/sessions", "{}").await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.body["session_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the session's execution status is one of `wanted`; returns it.
+    pub async fn wait_status(&self, sid: &str, wanted: &[&str]) -> String {
+        eventually(&format!("session status in {wanted:?}"), Duration::from_secs(60), || async {
+            let r = self.get(&format!("/v1/sessions/{sid}/status")).await;
+            let s = r.body["status"].as_str().unwrap_or_default().to_owned();
+            wanted.contains(&s.as_str()).then_some(s)
+        })
+        .await
+    }
+
+    /// Every message of a session, LOG included.
+    pub async fn messages(&self, sid: &str) -> Vec<Value> {
+        let r = self.get(&format!("/v1/sessions/{sid}/messages?sanitize=false")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Sends a message that starts a task and waits for the task to stop (finished,
+    /// error or waiting for input). Returns the status and the messages after `after_id`.
+    pub async fn run_task(&self, sid: &str, task: &str) -> (String, Vec<Value>) {
+        let before = self.messages(sid).await.last().map(|m| m["id"].as_i64().unwrap()).unwrap_or(0);
+        let body = serde_json::json!({ "message": task }).to_string();
+        let r = self.post(&format!("/v1/sessions/{sid}/message"), &body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let status = self.wait_status(sid, &["finished", "error", "waiting_for_input"]).await;
+        let msgs = self.messages(sid).await.into_iter().filter(|m| m["id"].as_i64().unwrap() > before).collect();
+        (status, msgs)
     }
 
     /// Runs another `agentbox` subcommand on this server's data dir; returns stdout.
@@ -228,6 +271,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- agentbox server log ---\n{}", self.log());
+        }
         // A test that killed the server leaves browsers; never let them outlive the test.
         procfs::reap_orphans(&self.profiles_dir());
     }
@@ -250,19 +296,67 @@ where
     }
 }
 
-/// A small website on 127.0.0.1:0 for the browser to visit. Stops when dropped.
+/// A small website on 127.0.0.1:0 for the browser (and the agent) to visit: home with nav
+/// links and a search form, search results, products with prices, a login form, a select
+/// box, a page that opens a new tab, a slow element, a long page. Stops when dropped.
 pub struct Site {
     pub base: String,
     task: tokio::task::JoinHandle<()>,
 }
 
+pub const PRODUCTS: &[(&str, &str)] = &[("Widget Mini", "$9.99"), ("Widget Pro", "$24.99"), ("Gadget Max", "$129.00"), ("Gizmo Lite", "$5.49")];
+
+fn page(title: &str, body: &str) -> axum::response::Html<String> {
+    axum::response::Html(format!("<!doctype html><html><head><meta charset=utf-8><title>{title}</title></head><body>{body}</body></html>"))
+}
+
+fn product_list(filter: &str) -> String {
+    let items: String = PRODUCTS
+        .iter()
+        .filter(|(n, _)| n.to_lowercase().contains(&filter.to_lowercase()))
+        .map(|(n, p)| format!("<li class=product><span class=name>{n}</span> <span class=price>{p}</span> <button>Add {n} to cart</button></li>"))
+        .collect();
+    format!("<ul>{items}</ul>")
+}
+
 impl Site {
     pub async fn start() -> Site {
-        use axum::response::Html;
+        use axum::extract::Query;
         use axum::routing::get;
+        use std::collections::HashMap;
+        let nav = "<nav><a href=/products>Products</a> | <a href=/about>About us</a> | <a href=/login>Login</a> | \
+                   <a href=/settings>Settings</a> | <a href=/reports>Reports</a> | <a href=/slow>Orders</a> | <a href=/long>Long page</a></nav>";
+        let search = "<form action=/search role=search><input type=search name=q placeholder='Search products' aria-label='Search products'> \
+                      <button type=submit>Search</button></form>";
+        let home = format!("{nav}<h1>Welcome to the fixture</h1>{search}");
         let router = axum::Router::new()
-            .route("/", get(|| async { Html("<!doctype html><title>Fixture Home</title><h1>Welcome to the fixture</h1>") }))
-            .route("/untitled", get(|| async { Html("<!doctype html><p>no title here</p>") }));
+            .route("/", get(move || { let home = home.clone(); async move { page("Fixture Home", &home) } }))
+            .route("/untitled", get(|| async { axum::response::Html("<!doctype html><p>no title here</p>") }))
+            .route("/products", get(|| async { page("Products", &format!("<h1>Our products</h1>{}", product_list(""))) }))
+            .route("/search", get(|Query(q): Query<HashMap<String, String>>| async move {
+                let term = q.get("q").cloned().unwrap_or_default();
+                let n = PRODUCTS.iter().filter(|(p, _)| p.to_lowercase().contains(&term.to_lowercase())).count();
+                let safe: String = term.chars().filter(|c| c.is_alphanumeric() || *c == ' ').collect();
+                page("Search results", &format!("<h1>{n} results for {safe}</h1>{}", product_list(&term)))
+            }))
+            .route("/about", get(|| async { page("About the fixture", "<h1>About us</h1><p>We make widgets.</p><a href=/>Home</a>") }))
+            .route("/login", get(|| async { page("Login", "<form id=f><label for=u>Username</label><input id=u name=username> \
+                <label for=p>Password</label><input id=p name=password type=password> <button type=submit>Sign in</button></form>\
+                <div id=out></div><script>document.getElementById('f').addEventListener('submit', (e) => { e.preventDefault(); \
+                const u = document.getElementById('u').value, p = document.getElementById('p').value; \
+                document.getElementById('out').textContent = p === 'secret' ? 'Welcome, ' + u + '!' : 'Wrong password'; });</script>") }))
+            .route("/settings", get(|| async { page("Settings", "<label for=size>Size</label><select id=size><option>Small</option>\
+                <option>Medium</option><option>Large</option></select> <label><input type=checkbox id=news> Subscribe to newsletter</label> \
+                <button id=save>Save</button><p id=saved></p><script>document.getElementById('save').onclick = () => { \
+                document.getElementById('saved').innerText = 'Saved size: ' + document.getElementById('size').value + '\\nNewsletter: ' + \
+                (document.getElementById('news').checked ? 'yes' : 'no'); };</script>") }))
+            .route("/reports", get(|| async { page("Reports", "<button onclick=\"window.open('/report')\">Open report</button>") }))
+            .route("/report", get(|| async { page("Quarterly report", "<h1>Quarterly report</h1><p>Report total: $1,234.00</p>") }))
+            .route("/slow", get(|| async { page("Orders", "<h1>Order 42</h1><button id=b>Show details</button><div id=d></div><script>\
+                document.getElementById('b').onclick = () => setTimeout(() => { document.getElementById('d').innerHTML = \
+                '<p>Status: shipped</p><button>Track package</button>'; }, 700);</script>") }))
+            .route("/long", get(|| async { page("Long page", "<h1>Top</h1><div style='height:4000px'></div>\
+                <p>Footer note: you reached the end</p><button onclick=\"this.innerText='Clicked at the bottom'\">Bottom button</button>") }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
