@@ -3,6 +3,8 @@
 
 mod agent;
 mod errors;
+mod llm;
+mod planners;
 mod recovery;
 mod sdk;
 mod sessions;
