@@ -79,3 +79,72 @@ async fn a_detached_kill_moves_the_profile_aside_and_clearing_leaves_nothing() {
     assert_eq!(std::fs::read_dir(&trash).unwrap().count(), 0);
     assert!(procfs::processes_under(&profiles).is_empty(), "no process of the group runs after clearing");
 }
+
+fn data_url(html: &str) -> String {
+    let enc: String = html
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    format!("data:text/html;charset=utf-8,{enc}")
+}
+
+#[tokio::test]
+async fn observation_numbers_what_a_user_can_see_and_actions_use_those_numbers_until_the_page_changes() {
+    use agentbox_browser::{Key, ObserveOptions, PageError, ScrollDirection};
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().canonicalize().unwrap();
+    let browser = launcher(&root).launch().await.expect("launch");
+    let page = browser.page();
+    let html = r#"<title>Obs</title>
+        <a href="/x"><span>Home</span></a>
+        <button style="display:none">Hidden by display</button>
+        <a href="/y" style="visibility:hidden">Hidden by visibility</a>
+        <div aria-hidden="true"><button>Hidden from a11y</button></div>
+        <label for=e>Email</label><input id=e placeholder="you@example.com">
+        <select aria-label=Size><option>Small</option><option>Large</option></select>
+        <button disabled>Disabled one</button>
+        <button onclick="document.getElementById('out').textContent = 'clicked ' + document.getElementById('e').value">Go</button>
+        <p id=out></p>
+        <div style="height:3000px"></div>
+        <button>Far below</button>"#;
+    let wait = Duration::from_secs(10);
+    page.navigate(&data_url(html), wait).await.unwrap();
+    let obs = page.observe(ObserveOptions { max_text: 200, screenshot_quality: Some(50) }).await.unwrap();
+    let names: Vec<(&str, &str)> = obs.elements.iter().map(|e| (e.role.as_str(), e.name.as_str())).collect();
+    assert_eq!(
+        names,
+        [("link", "Home"), ("textbox", "Email"), ("combobox", "Size"), ("button", "Disabled one"), ("button", "Go"), ("button", "Far below")],
+        "hidden elements are left out and a link's inner span is not counted twice"
+    );
+    assert_eq!(obs.elements[1].placeholder.as_deref(), Some("you@example.com"));
+    assert_eq!(obs.elements[2].options, ["Small", "Large"]);
+    assert!(obs.elements[3].disabled);
+    assert!(obs.elements[4].in_view && !obs.elements[5].in_view, "the last button is below the viewport");
+    assert_eq!(obs.out_of_view(), (0, 1));
+    assert!(obs.screenshot.as_deref().unwrap_or_default().starts_with("/9j/"));
+    assert_eq!(obs.tabs.len(), 1);
+    assert!(obs.elements[4].describe().starts_with("[4] button \"Go\""));
+
+    let g = obs.generation;
+    page.type_text(g, 1, "a@b.c", false, wait).await.unwrap();
+    assert_eq!(page.select_option(g, 2, "large").await.unwrap(), "Large");
+    let err = page.select_option(g, 2, "Huge").await.unwrap_err();
+    assert!(err.to_string().contains("\"Small\""), "{err}");
+    assert!(matches!(page.type_text(g, 4, "x", false, wait).await, Err(PageError::Refused(_))), "a button is not a text field");
+    assert!(matches!(page.click(g, 3, wait).await, Err(PageError::Refused(_))), "a disabled button is refused");
+    page.click(g, 4, wait).await.unwrap();
+    assert_eq!(page.read_text(None, 1000).await.unwrap().lines().find(|l| l.starts_with("clicked")), Some("clicked a@b.c"));
+    page.click(g, 5, wait).await.expect("an element below the viewport is scrolled to and clicked");
+    let (y, _) = page.scroll(ScrollDirection::Top, 1.0).await.unwrap();
+    assert_eq!(y, 0);
+    page.press_key(Key::Tab, wait).await.unwrap();
+    let hits = page.find_text("clicked", 3).await.unwrap();
+    assert_eq!(hits[0][0], "clicked a@b.c");
+
+    // A newer observation makes the old numbers stale; so does a new document.
+    let newer = page.observe(ObserveOptions::default()).await.unwrap();
+    assert!(matches!(page.click(g, 4, wait).await, Err(PageError::StaleElement(4))));
+    page.navigate(&data_url("<title>Other</title><button>Go</button>"), wait).await.unwrap();
+    assert!(matches!(page.click(newer.generation, 0, wait).await, Err(PageError::StaleElement(0))));
+    browser.close().await;
+}

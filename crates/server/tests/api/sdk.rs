@@ -23,3 +23,20 @@ async fn the_official_python_sdk_creates_drives_and_deletes_a_session() {
     assert!(stdout.contains("sdk smoke ok"), "{stdout}");
     server.wait_browser_groups(0).await; // the SDK's deletes ended the browsers
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_runs_a_task_to_its_result_and_reports_a_failed_one() {
+    let site = Site::start().await;
+    let server = Server::start(&["--pool-size", "1"]).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/run_task.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([&server.base, &server.key, &site.base])
+        .output()
+        .await
+        .expect("python3 runs (the test script installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK script failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("sdk run_task ok"), "{stdout}");
+}
