@@ -1,4 +1,4 @@
-//! The command line: `serve`, `users`, `keys`, `bench`.
+//! The command line: `serve`, `users`, `keys`, `run`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Run one task and print its steps and result (in-process, or against --server).
+    Run(Box<crate::run::RunArgs>),
     /// Measure performance (prints percentiles; see the README).
     Bench {
         #[command(subcommand)]
@@ -82,6 +84,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Users { command } => users(command).await,
             Command::Keys { command } => keys(command).await,
+            Command::Run(args) => crate::run::run(*args).await,
             Command::Bench { command } => crate::bench::run(command).await,
         }
     });

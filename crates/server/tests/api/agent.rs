@@ -213,3 +213,28 @@ async fn a_goal_on_create_starts_the_task_at_once_and_messages_are_validated() {
     let r = server.call(reqwest::Method::GET, &format!("/v1/sessions/{sid}/messages"), other["api_key"].as_str(), None).await;
     r.assert_error(404, "not_found", "session");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agentbox_run_prints_one_line_per_step_and_the_result_and_exits_non_zero_on_error() {
+    let site = Site::start().await;
+    let server = Server::start(&["--pool-size", "0"]).await;
+    let task = format!("go to {}/ then click Products then what is the price of Gadget Max", site.base);
+    // In-process: no server given.
+    let out = tokio::process::Command::new(crate::support::BIN).args(["run", &task]).output().await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "$129.00");
+    assert!(stderr.contains("step   1  navigate") && stderr.contains("step   2  click"), "{stderr}");
+
+    // Against a running server; a failing task exits 1 with the ERROR on stderr.
+    let out = tokio::process::Command::new(crate::support::BIN)
+        .args(["run", "juggle three balls", "--server", &server.base, "--api-key", &server.key])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: I could not understand \"juggle three balls\""), "{stderr}");
+    assert_eq!(server.get("/v1/sessions").await.body, json!([]), "the run deleted its session");
+    server.wait_browser_groups(0).await;
+}
