@@ -25,6 +25,15 @@ pub enum BenchCommand {
         #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
         chromium_path: Option<PathBuf>,
     },
+    /// Agent step overhead without a model: observation build and action execution on a
+    /// page with about 500 interactive elements, directly and through a running task.
+    Step {
+        /// Samples per measurement.
+        #[arg(long, default_value_t = 40)]
+        iterations: usize,
+        #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
+        chromium_path: Option<PathBuf>,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -33,6 +42,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Create { iterations, idle_sessions, chromium_path } => {
             bench_create(iterations.max(1), idle_sessions, chromium_path).await?
         }
+        BenchCommand::Step { iterations, chromium_path } => bench_step(iterations.max(1), chromium_path).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -115,6 +125,123 @@ async fn page_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> 
         let _ = axum::serve(listener, router).await;
     });
     Ok((format!("http://{addr}/"), task))
+}
+
+/// A page with 500 interactive elements (links, buttons, labelled inputs, selects), most
+/// of them below the fold, and some text.
+pub fn many_elements_page() -> String {
+    let mut body = String::from("<h1>Five hundred controls</h1><p>A page to measure observation on.</p><div style='display:grid;grid-template-columns:repeat(5,1fr);gap:4px'>");
+    for i in 1..=200 {
+        body.push_str(&format!("<a href='#l{i}'>Link number {i}</a>"));
+    }
+    for i in 1..=150 {
+        body.push_str(&format!("<button onclick='void 0'>Button {i}</button>"));
+    }
+    for i in 1..=100 {
+        body.push_str(&format!("<label>Field {i} <input name=f{i} placeholder='value {i}'></label>"));
+    }
+    for i in 1..=50 {
+        body.push_str(&format!("<select aria-label='Choice {i}'><option>One</option><option>Two</option><option>Three</option></select>"));
+    }
+    body.push_str("</div>");
+    format!("<!doctype html><html><head><title>500 elements</title></head><body>{body}</body></html>")
+}
+
+async fn many_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let html = many_elements_page();
+    let router = axum::Router::new().route("/", axum::routing::get(move || { let h = html.clone(); async move { axum::response::Html(h) } }));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok((format!("http://{addr}/"), task))
+}
+
+async fn bench_step(n: usize, chromium_path: Option<PathBuf>) -> anyhow::Result<()> {
+    use agentbox_browser::{Launcher, ObserveOptions};
+    println!("agentbox bench step: {n} samples each, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let (url, site) = many_server().await?;
+    let root = tempfile::tempdir()?;
+    let launcher = Launcher { executable: chromium_path.clone(), profiles_root: root.path().to_owned(), viewport: (1280, 720), timeout: Duration::from_secs(30) };
+    let browser = launcher.launch().await?;
+    let page = browser.page().clone();
+    page.navigate(&url, Duration::from_secs(30)).await?;
+    let first = page.observe(ObserveOptions::default()).await?;
+    let in_view = first.elements.iter().filter(|e| e.in_view).count();
+    println!("page: {} interactive elements ({in_view} in view)", first.elements.len());
+
+    let (mut observe, mut observe_shot, mut prompt, mut click, mut typing) = (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        let t = Instant::now();
+        let obs = page.observe(ObserveOptions::default()).await?;
+        observe.push(t.elapsed());
+        let t = Instant::now();
+        let text = agentbox_engine::agent::prompt::observation_text(&obs, 1, &obs.target_id);
+        prompt.push(t.elapsed());
+        std::hint::black_box(text);
+        let button = obs.elements.iter().filter(|e| e.role == "button").nth(i % 150).context("buttons")?.index;
+        let t = Instant::now();
+        page.click(obs.generation, button, Duration::from_secs(10)).await?;
+        click.push(t.elapsed());
+        let field = obs.elements.iter().filter(|e| e.role == "textbox").nth(i % 100).context("fields")?.index;
+        let t = Instant::now();
+        page.type_text(obs.generation, field, "hello agentbox", false, Duration::from_secs(10)).await?;
+        typing.push(t.elapsed());
+        let t = Instant::now();
+        page.observe(ObserveOptions { screenshot_quality: Some(70), ..Default::default() }).await?;
+        observe_shot.push(t.elapsed());
+    }
+    report("observe (500 elements)", observe, Some(50.0));
+    report("observe + JPEG (vision agents)", observe_shot, None);
+    report("prompt text from observation", prompt, None);
+    report("click (scroll, mouse, settle)", click, None);
+    report("type into a field", typing, None);
+    browser.close().await;
+
+    // The same, through the engine: a rule-planner task of clicks, timings from its log.
+    let server = Server::start(1, chromium_path).await?;
+    server.app_engine.pool().wait_full().await;
+    let id = server.create().await?;
+    let steps: Vec<String> = (1..=n).map(|i| format!("click Button {}", i % 150 + 1)).collect();
+    let task = format!("go to {url}\n{}", steps.join("\n"));
+    let body = json!({ "message": task });
+    server.call(reqwest::Method::POST, &format!("/v1/sessions/{id}/message"), Some(body)).await?;
+    let started = Instant::now();
+    let log = loop {
+        let r = server.call(reqwest::Method::GET, &format!("/v1/sessions/{id}/messages?sanitize=false"), None).await?;
+        if r["status"] == "finished" || r["status"] == "error" {
+            break r;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the task did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    anyhow::ensure!(log["status"] == "finished", "the bench task failed: {}", log["messages"]);
+    let clicks: Vec<&Value> = log["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["type"] == "THOUGHT" && m["metadata"]["action"]["type"] == "click")
+        .collect();
+    let pick = |key: &str| -> Vec<Duration> {
+        clicks.iter().map(|m| Duration::from_secs_f64(m["metadata"]["timings"][key].as_f64().unwrap_or(0.0) / 1e3)).collect()
+    };
+    let total: Vec<Duration> = clicks
+        .iter()
+        .map(|m| {
+            let t = &m["metadata"]["timings"];
+            let sum = ["observe_ms", "plan_ms", "act_ms"].iter().map(|k| t[*k].as_f64().unwrap_or(0.0)).sum::<f64>();
+            Duration::from_secs_f64(sum / 1e3)
+        })
+        .collect();
+    report("task step: observe", pick("observe_ms"), Some(50.0));
+    report("task step: rule planner", pick("plan_ms"), None);
+    report("task step: click", pick("act_ms"), None);
+    report("task step: total without a model", total, None);
+    server.delete(&id).await?;
+    server.stop().await?;
+    site.abort();
+    Ok(())
 }
 
 /// Nearest-rank percentile of sorted samples.
