@@ -293,7 +293,7 @@ impl Engine {
                     handle.close().await;
                     return Err(match e {
                         ActionError::Store(s) => CreateError::Store(s),
-                        other => CreateError::Launch(agentbox_browser::LaunchError::Exited(other.to_string())),
+                        other => CreateError::Goal(other.to_string()),
                     });
                 }
                 self.store.get_session(user.id, id).await?.unwrap_or(record)

@@ -26,6 +26,9 @@ pub enum CreateError {
     Launch(#[from] LaunchError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The goal could not be started (the session was closed again).
+    #[error("the goal could not be started: {0}")]
+    Goal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -183,6 +183,7 @@ impl From<CreateError> for ApiError {
                 err.retry_after_secs = Some(5);
                 err
             }
+            CreateError::Goal(cause) => Self::internal(&cause),
             CreateError::Store(s) => s.into(),
         }
     }

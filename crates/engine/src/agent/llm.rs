@@ -120,7 +120,9 @@ impl LlmPlanner {
             )));
         }
         self.calls += 1;
-        let call = reply.call.expect("a validated reply has a tool call");
+        let Some(call) = reply.call else {
+            return Err(PlanError::Invalid("the reply has no tool call".into()));
+        };
         let id = if call.id.is_empty() { format!("call_{}", self.calls) } else { call.id };
         let args = call.args.unwrap_or_default();
         let thought = reply.thought.trim().to_owned();

@@ -69,8 +69,8 @@ enum Query {
 #[derive(Debug)]
 enum Pending {
     Step(Step),
-    /// An extract with the phrase it searched for; `rest` are phrases still to try.
-    Extract { step: Step, rest: Vec<String> },
+    /// An extract of `raw` ("ATTR of SUBJECT"); `rest` are phrases still to try.
+    Extract { raw: String, attr: Option<String>, subject: String, rest: Vec<String> },
 }
 
 pub struct RulePlanner {
@@ -112,8 +112,7 @@ impl RulePlanner {
                     }
                     _ => self.looks = 0,
                 },
-                Pending::Extract { step, mut rest } => {
-                    let Step::Extract(Query::Text { raw, attr, subject }) = step.clone() else { unreachable_step() };
+                Pending::Extract { raw, attr, subject, mut rest } => {
                     let found = input.outcome.and_then(|o| o.data.as_ref()).map(chains).unwrap_or_default();
                     if let Some(answer) = answer_from(&found, attr.as_deref(), &subject) {
                         self.looks = 0;
@@ -121,11 +120,11 @@ impl RulePlanner {
                         self.answers.push((raw, answer));
                     } else if let Some(next) = (!rest.is_empty()).then(|| rest.remove(0)) {
                         let thought = format!("{subject:?} is not on the page as such; looking for {next:?}");
-                        self.pending = Some(Pending::Extract { step, rest });
+                        self.pending = Some(Pending::Extract { raw, attr, subject, rest });
                         return Ok(decide(thought, Action::Extract { element: None, query: Some(next) }));
                     } else if self.looks < MAX_LOOKS {
                         self.looks += 1;
-                        self.steps.push_front(step);
+                        self.steps.push_front(Step::Extract(Query::Text { raw, attr, subject: subject.clone() }));
                         return Ok(decide(format!("{subject:?} is not on the page yet; waiting"), Action::Wait { seconds: LOOK_PAUSE_SECONDS, text: None }));
                     } else {
                         let reason = format!("could not find {subject:?} on the page ({})", obs.url);
@@ -140,9 +139,12 @@ impl RulePlanner {
         match self.resolve(&step, obs) {
             Resolved::Act(thought, action) => {
                 self.pending = Some(match (&step, &action) {
-                    (Step::Extract(Query::Text { subject, .. }), Action::Extract { .. }) => {
-                        Pending::Extract { step: step.clone(), rest: fallback_phrases(subject) }
-                    }
+                    (Step::Extract(Query::Text { raw, attr, subject }), Action::Extract { .. }) => Pending::Extract {
+                        raw: raw.clone(),
+                        attr: attr.clone(),
+                        subject: subject.clone(),
+                        rest: fallback_phrases(subject),
+                    },
                     _ => Pending::Step(step.clone()),
                 });
                 if !matches!(step, Step::Extract(_)) {
@@ -254,10 +256,6 @@ enum Resolved {
     Skip(String),
     /// What the step needs is not on the page (yet).
     NotYet(String),
-}
-
-fn unreachable_step() -> ! {
-    panic!("Pending::Extract always holds an Extract(Text) step")
 }
 
 fn decide(thought: String, action: Action) -> Decision {

@@ -29,7 +29,7 @@ impl Recorded {
     pub fn observation(&self) -> String {
         let mut found = Vec::new();
         collect_strings(&self.body, &mut found);
-        found.into_iter().filter(|s| s.starts_with("Step ")).last().unwrap_or_default()
+        found.into_iter().rev().find(|s| s.starts_with("Step ")).unwrap_or_default()
     }
 
     /// The number the observation gives the element described by `needle`
