@@ -57,6 +57,8 @@ async fn the_rule_planner_runs_imperative_tasks_on_the_fixture_site_to_the_right
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_the_rule_planner_cannot_understand_ends_in_an_error_listing_what_it_understands() {
     let server = Server::start(&["--pool-size", "1"]).await;
+    let said = server.stdout_with("agent agi-0-fast").await;
+    assert!(said.contains("agent agi-0: built-in rule planner (no model configured"), "the server says what runs each name: {said}");
     let sid = server.create_session().await;
     let (status, msgs) = server.run_task(&sid, "make me a sandwich").await;
     assert_eq!(status, "error");

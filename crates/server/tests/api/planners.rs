@@ -29,6 +29,9 @@ async fn an_openai_compatible_model_searches_asks_the_user_and_returns_a_json_re
     );
     let server = Server::start_with_config(&config, &["--pool-size", "1"], &[(KEY_VAR, KEY)]).await;
     assert_eq!(server.get("/v1/models").await.body["models"], json!(["agi-0", "agi-0-fast", "tight"]));
+    let said = server.stdout_with("agent tight").await;
+    assert!(said.contains("agent agi-0: openai model \"test-model\""), "{said}");
+    assert!(!said.contains(KEY), "the key is never printed");
     let sid = server.create_session().await;
 
     llm.push(|_| Reply::Status(500, "overloaded"));
@@ -108,6 +111,7 @@ async fn an_openai_compatible_model_searches_asks_the_user_and_returns_a_json_re
     let err = msgs.last().unwrap()["content"].as_str().unwrap().to_owned();
     assert!(err.contains("401") && err.contains("invalid api key") && !err.contains(KEY), "{err}");
     assert_eq!(llm.requests().len(), n + 1);
+    assert!(!server.log().contains(KEY), "the provider key never reaches the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

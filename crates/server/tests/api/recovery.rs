@@ -51,6 +51,10 @@ async fn a_browser_killed_behind_the_servers_back_turns_only_its_session_to_erro
     let doomed = server.create_session().await;
     let victim = *server.browser_groups().iter().find(|g| !first.contains(g)).expect("the second session's browser");
 
+    // A task is running when the browser dies.
+    let r = server.post(&format!("/v1/sessions/{doomed}/message"), r#"{"message": "wait 30 seconds"}"#).await;
+    assert_eq!(r.status, 200);
+
     // Kill only the browser's main process, as a crash would.
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
 
@@ -61,6 +65,14 @@ async fn a_browser_killed_behind_the_servers_back_turns_only_its_session_to_erro
     .await;
     assert!(reason.contains("exited unexpectedly"), "{reason}");
     assert_eq!(server.get(&format!("/v1/sessions/{doomed}/status")).await.body["status"], "error");
+    let log = server.messages(&doomed).await;
+    let last = log.last().unwrap();
+    assert_eq!(last["type"], "ERROR", "the task's end is in the log: {log:#?}");
+    assert!(last["content"].as_str().unwrap().contains("exited unexpectedly"));
+    server
+        .post(&format!("/v1/sessions/{doomed}/message"), r#"{"message": "try again"}"#)
+        .await
+        .assert_error(409, "browser_gone", "create a new one");
     server
         .post(&format!("/v1/sessions/{doomed}/navigate"), r#"{"url": "http://127.0.0.1:1/"}"#)
         .await

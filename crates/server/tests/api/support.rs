@@ -29,6 +29,7 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
     _slot: Option<SemaphorePermit<'static>>,
     http: reqwest::Client,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A reply: status, headers and JSON body (`Value::Null` when the body is not JSON).
@@ -107,8 +108,14 @@ impl Server {
                 }
             }
         };
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stdout so the server never blocks on it; keep what it says.
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stdout.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         let creds: Value = serde_json::from_slice(&std::fs::read(data_dir.join("first-user.json")).unwrap()).unwrap();
         Server {
             child: Some(child),
@@ -118,7 +125,17 @@ impl Server {
             _dir: None,
             _slot: None,
             http: reqwest::Client::new(),
+            stdout,
         }
+    }
+
+    /// What the server printed on stdout after its "listening" line, waiting for `needle`.
+    pub async fn stdout_with(&self, needle: &str) -> String {
+        eventually(&format!("{needle:?} on the server's stdout"), Duration::from_secs(10), || async {
+            let text = self.stdout.lock().unwrap().join("\n");
+            text.contains(needle).then_some(text)
+        })
+        .await
     }
 
     pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<&str>) -> Reply {
