@@ -361,10 +361,10 @@ impl Page {
     /// if the main frame started navigating, waits for the new document's `load`, at most
     /// `wait`. `events` must have been subscribed before the input was sent.
     pub async fn settle(&self, mut events: broadcast::Receiver<Event>, wait: Duration) {
-        // A navigation destroys the context and fails this call; that is fine.
-        let _ = self
-            .call("Runtime.evaluate", json!({ "expression": "new Promise((r) => setTimeout(r, 30))", "awaitPromise": true }))
-            .await;
+        // A navigation destroys the context and fails this call; that is fine. A page that
+        // closed its own tab never answers: bound the wait.
+        let tick = self.call("Runtime.evaluate", json!({ "expression": "new Promise((r) => setTimeout(r, 30))", "awaitPromise": true }));
+        let _ = tokio::time::timeout(Duration::from_secs(2), tick).await;
         let mut navigating = false;
         loop {
             match events.try_recv() {

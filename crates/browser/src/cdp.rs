@@ -31,6 +31,9 @@ pub enum CdpError {
     Protocol { method: String, code: i64, message: String },
     #[error("could not connect to DevTools at {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// The tab the call was for closed (or detached) before answering.
+    #[error("the tab closed before DevTools call {method} was answered")]
+    TargetClosed { method: String },
 }
 
 /// A CDP event, as broadcast to subscribers.
@@ -43,6 +46,7 @@ pub struct Event {
 
 struct Request {
     id: u64,
+    session: Option<String>,
     text: String,
     reply: oneshot::Sender<Result<Value, CdpError>>,
 }
@@ -80,11 +84,12 @@ impl Connection {
         }
         let (reply, rx) = oneshot::channel();
         self.requests
-            .send(Request { id, text: msg.to_string(), reply })
+            .send(Request { id, session: session.map(str::to_owned), text: msg.to_string(), reply })
             .map_err(|_| CdpError::Closed)?;
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
             Ok(Ok(result)) => result.map_err(|e| match e {
                 CdpError::Protocol { code, message, .. } => CdpError::Protocol { method: method.to_owned(), code, message },
+                CdpError::TargetClosed { .. } => CdpError::TargetClosed { method: method.to_owned() },
                 other => other,
             }),
             Ok(Err(_)) => Err(CdpError::Closed),
@@ -110,6 +115,8 @@ impl Drop for Connection {
     }
 }
 
+type Reply = oneshot::Sender<Result<Value, CdpError>>;
+
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn run_io(
@@ -119,7 +126,9 @@ async fn run_io(
     closed: watch::Sender<bool>,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let mut pending: HashMap<u64, oneshot::Sender<Result<Value, CdpError>>> = HashMap::new();
+    // Each pending call with the page session it went to: a tab that closes never answers
+    // its calls, so they fail when its session detaches instead of waiting for the timeout.
+    let mut pending: HashMap<u64, (Option<String>, Reply)> = HashMap::new();
     loop {
         tokio::select! {
             req = requests.recv() => {
@@ -128,7 +137,7 @@ async fn run_io(
                     let _ = req.reply.send(Err(CdpError::Closed));
                     break;
                 }
-                pending.insert(req.id, req.reply);
+                pending.insert(req.id, (req.session, req.reply));
             }
             msg = stream.next() => {
                 let text = match msg {
@@ -138,7 +147,7 @@ async fn run_io(
                 };
                 let Ok(mut value) = serde_json::from_str::<Value>(text.as_str()) else { continue };
                 if let Some(id) = value.get("id").and_then(Value::as_u64) {
-                    let Some(reply) = pending.remove(&id) else { continue };
+                    let Some((_, reply)) = pending.remove(&id) else { continue };
                     let result = match value.get_mut("error") {
                         Some(err) => Err(CdpError::Protocol {
                             method: String::new(),
@@ -149,6 +158,14 @@ async fn run_io(
                     };
                     let _ = reply.send(result);
                 } else if let Some(method) = value.get("method").and_then(Value::as_str) {
+                    if let Some(gone) = value["params"]["sessionId"].as_str().filter(|_| method == "Target.detachedFromTarget") {
+                        let ids: Vec<u64> = pending.iter().filter(|(_, (s, _))| s.as_deref() == Some(gone)).map(|(id, _)| *id).collect();
+                        for id in ids {
+                            if let Some((_, reply)) = pending.remove(&id) {
+                                let _ = reply.send(Err(CdpError::TargetClosed { method: String::new() }));
+                            }
+                        }
+                    }
                     let event = Event {
                         method: method.to_owned(),
                         session_id: value.get("sessionId").and_then(Value::as_str).map(str::to_owned),
@@ -161,7 +178,7 @@ async fn run_io(
         }
     }
     let _ = closed.send(true);
-    for (_, reply) in pending.drain() {
+    for (_, (_, reply)) in pending.drain() {
         let _ = reply.send(Err(CdpError::Closed));
     }
 }

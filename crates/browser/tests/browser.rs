@@ -148,3 +148,27 @@ async fn observation_numbers_what_a_user_can_see_and_actions_use_those_numbers_u
     assert!(matches!(page.click(newer.generation, 0, wait).await, Err(PageError::StaleElement(0))));
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_call_to_a_tab_that_closes_fails_at_once_instead_of_waiting_for_the_timeout() {
+    use agentbox_browser::cdp::CdpError;
+    use agentbox_browser::Page;
+    use serde_json::json;
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().canonicalize().unwrap();
+    let browser = launcher(&root).launch().await.expect("launch");
+    let conn = browser.connection().clone();
+    let created = conn.call("Target.createTarget", json!({ "url": "about:blank" }), None).await.unwrap();
+    let target = created["targetId"].as_str().unwrap().to_owned();
+    let tab = Page::attach(&conn, target.clone(), (800, 600)).await.unwrap();
+    // A call the page never answers…
+    let never = tab.call("Runtime.evaluate", json!({ "expression": "new Promise(() => {})", "awaitPromise": true }));
+    let close = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.call("Target.closeTarget", json!({ "targetId": target }), None).await.unwrap();
+    };
+    // …fails as closed when its tab closes, not with the 30 s call timeout.
+    let (result, ()) = tokio::join!(never, close);
+    assert!(matches!(result, Err(CdpError::TargetClosed { .. })), "{result:?}");
+    browser.close().await;
+}

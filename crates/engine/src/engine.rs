@@ -253,7 +253,9 @@ impl Engine {
         goal: Option<String>,
         max_steps: MaxSteps,
     ) -> Result<(SessionView, SessionHandle), CreateError> {
-        let spec = self.config.agents.iter().find(|a| a.name == agent_name).cloned().expect("the agent name was checked");
+        let Some(spec) = self.config.agents.iter().find(|a| a.name == agent_name).cloned() else {
+            return Err(CreateError::UnknownAgent { given: agent_name, valid: self.agent_names() });
+        };
         let (browser, warm) = self.pool.acquire().await?;
         let id = Uuid::new_v4();
         tracing::debug!(session_id = %id, warm, pid = browser.pid(), "browser acquired");

@@ -1,7 +1,8 @@
 //! The session actor: one tokio task per session that owns its browser.
 //!
-//! Every action on a session's browser is a [`Command`] sent to its actor, so actions on
-//! one session run one at a time in arrival order and nothing else touches the browser.
+//! Every direct action on a session's browser (the API's navigate and screenshot) is a
+//! [`Command`] sent to its actor, so those run one at a time in arrival order. The agent
+//! works the same browser from its own task (see `task.rs`); both act on the current tab.
 //! The actor also watches the browser: when Chromium exits behind our back, the session is
 //! marked `error` in the store at once (with an ERROR message) and later commands are
 //! refused with the reason. The session's task runs beside the actor, owned by its

@@ -388,7 +388,16 @@ impl AgentRun {
             };
             let obs = match page.observe(opts).await {
                 Ok(o) => o,
-                Err(e) => return self.fail(format!("could not read the page: {e}"), json!({ "step": step })).await,
+                Err(e) => {
+                    // The page closed its own tab: go on in another one.
+                    if let Some(other) = another_tab(&env, page.target_id()).await {
+                        outcome = Some(Outcome::ok(format!("the page closed its tab; the tab at {other} is now current")));
+                        step -= 1;
+                        active += slice.elapsed();
+                        continue;
+                    }
+                    return self.fail(format!("could not read the page: {e}"), json!({ "step": step })).await;
+                }
             };
             let observe_ms = ms(t);
 
@@ -466,6 +475,17 @@ impl AgentRun {
             active += slice.elapsed();
         }
     }
+}
+
+/// When the tab `gone` no longer exists, makes the first open tab current and returns its URL.
+async fn another_tab(env: &AgentEnv, gone: &str) -> Option<String> {
+    let tabs = list_tabs(env.tabs.conn_ref()).await.ok()?;
+    if tabs.iter().any(|t| t.target_id == gone) {
+        return None;
+    }
+    let first = tabs.first()?;
+    env.tabs.switch_to(&first.target_id).await.ok()?;
+    Some(first.url.clone())
 }
 
 fn ms(t: Instant) -> f64 {

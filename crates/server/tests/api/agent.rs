@@ -33,6 +33,7 @@ async fn the_rule_planner_runs_imperative_tasks_on_the_fixture_site_to_the_right
         (format!("go to {b}/settings, check Subscribe to newsletter, click Save, what is the newsletter"), "yes"),
         (format!("go to {b}/reports then click Open report then switch to the new tab then what is the report total"), "$1,234.00"),
         (format!("go to {b}/slow then click Show details then what is the status"), "shipped"),
+        (format!("go to {b}/reports, click Open report, click Close report, what is the page title"), "Reports"),
         (format!("go to {b}/long, scroll to the bottom, click Bottom button, read Clicked at the bottom"), "Clicked at the bottom"),
         (format!("go to {b}/ then click about us then what is the page title"), "About the fixture"),
         (format!("go to {b}/ then click Products then go back then go forward then what is the title"), "Products"),

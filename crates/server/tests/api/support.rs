@@ -368,7 +368,7 @@ impl Site {
                 document.getElementById('saved').innerText = 'Saved size: ' + document.getElementById('size').value + '\\nNewsletter: ' + \
                 (document.getElementById('news').checked ? 'yes' : 'no'); };</script>") }))
             .route("/reports", get(|| async { page("Reports", "<button onclick=\"window.open('/report')\">Open report</button>") }))
-            .route("/report", get(|| async { page("Quarterly report", "<h1>Quarterly report</h1><p>Report total: $1,234.00</p>") }))
+            .route("/report", get(|| async { page("Quarterly report", "<h1>Quarterly report</h1><p>Report total: $1,234.00</p><button onclick=window.close()>Close report</button>") }))
             .route("/slow", get(|| async { page("Orders", "<h1>Order 42</h1><button id=b>Show details</button><div id=d></div><script>\
                 document.getElementById('b').onclick = () => setTimeout(() => { document.getElementById('d').innerHTML = \
                 '<p>Status: shipped</p><button>Track package</button>'; }, 700);</script>") }))
