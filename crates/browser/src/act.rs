@@ -94,6 +94,9 @@ pub enum ScrollDirection {
     Bottom,
 }
 
+/// Longest wait, after a navigation's `load`, for the network to be almost idle.
+const NETWORK_IDLE_WAIT: Duration = Duration::from_millis(500);
+
 const RESOLVE_JS: &str = "(() => { const a = window.__agentbox; if (!a || a.gen !== __GEN__) return 'stale'; \
      const el = a.els[__INDEX__]; if (!el) return 'unknown'; if (!el.isConnected) return 'stale'; return el; })()";
 
@@ -358,28 +361,40 @@ impl Page {
     }
 
     /// After an input event: lets the page react (one trip through its event loop), and
-    /// if the main frame started navigating, waits for the new document's `load`, at most
-    /// `wait`. `events` must have been subscribed before the input was sent.
+    /// if the main frame started navigating, waits for the new document's `load` (at most
+    /// `wait`) and then for the network to be almost idle (at most `NETWORK_IDLE_WAIT`). `events` must have been subscribed before the input was sent.
     pub async fn settle(&self, mut events: broadcast::Receiver<Event>, wait: Duration) {
         // A navigation destroys the context and fails this call; that is fine. A page that
         // closed its own tab never answers: bound the wait.
         let tick = self.call("Runtime.evaluate", json!({ "expression": "new Promise((r) => setTimeout(r, 30))", "awaitPromise": true }));
         let _ = tokio::time::timeout(Duration::from_secs(2), tick).await;
-        let mut navigating = false;
+        let (mut navigating, mut idle, mut started) = (false, false, false);
         loop {
             match events.try_recv() {
-                Ok(ev) => self.track_navigation(&ev, &mut navigating),
+                Ok(ev) => self.track_navigation(&ev, &mut navigating, &mut idle, &mut started),
                 Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
                 Err(_) => break,
             }
         }
-        if !navigating {
+        if !started {
             return;
         }
+        // The new document's `load`, at most `wait`; then a short grace for the network to
+        // quiet down (pages fetch their content after load), never more than NETWORK_IDLE_WAIT.
         let _ = tokio::time::timeout(wait, async {
             while navigating {
                 match events.recv().await {
-                    Ok(ev) => self.track_navigation(&ev, &mut navigating),
+                    Ok(ev) => self.track_navigation(&ev, &mut navigating, &mut idle, &mut started),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+        .await;
+        let _ = tokio::time::timeout(NETWORK_IDLE_WAIT, async {
+            while !idle {
+                match events.recv().await {
+                    Ok(ev) => self.track_navigation(&ev, &mut navigating, &mut idle, &mut started),
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
@@ -388,8 +403,9 @@ impl Page {
         .await;
     }
 
-    /// Follows the main frame: a navigation start sets `navigating`, its `load` clears it.
-    fn track_navigation(&self, ev: &Event, navigating: &mut bool) {
+    /// Follows the main frame: a navigation start sets `navigating` (and `started`), its
+    /// `load` clears it; `networkAlmostIdle` sets `idle`.
+    fn track_navigation(&self, ev: &Event, navigating: &mut bool, idle: &mut bool, started: &mut bool) {
         if ev.session_id.as_deref() != Some(self.session_id.as_str()) {
             return;
         }
@@ -397,8 +413,11 @@ impl Page {
         match ev.method.as_str() {
             // A link or form aimed at another tab does not navigate this one.
             "Page.frameRequestedNavigation" if main_frame && ev.params["disposition"] != "currentTab" => {}
-            "Page.frameRequestedNavigation" | "Page.frameStartedNavigating" | "Page.frameStartedLoading" if main_frame => *navigating = true,
+            "Page.frameRequestedNavigation" | "Page.frameStartedNavigating" | "Page.frameStartedLoading" if main_frame => {
+                (*navigating, *idle, *started) = (true, false, true);
+            }
             "Page.lifecycleEvent" if main_frame && ev.params["name"] == "load" => *navigating = false,
+            "Page.lifecycleEvent" if main_frame && ev.params["name"] == "networkAlmostIdle" => *idle = true,
             "Page.loadEventFired" => *navigating = false,
             _ => {}
         }
