@@ -362,7 +362,8 @@ impl Page {
 
     /// After an input event: lets the page react (one trip through its event loop), and
     /// if the main frame started navigating, waits for the new document's `load` (at most
-    /// `wait`) and then for the network to be almost idle (at most `NETWORK_IDLE_WAIT`). `events` must have been subscribed before the input was sent.
+    /// `wait`) and then for the network to be almost idle (at most `NETWORK_IDLE_WAIT`).
+    /// `events` must have been subscribed before the input was sent.
     pub async fn settle(&self, mut events: broadcast::Receiver<Event>, wait: Duration) {
         // A navigation destroys the context and fails this call; that is fine. A page that
         // closed its own tab never answers: bound the wait.
