@@ -241,3 +241,16 @@ async fn agentbox_run_prints_one_line_per_step_and_the_result_and_exits_non_zero
     assert_eq!(server.get("/v1/sessions").await.body, json!([]), "the run deleted its session");
     server.wait_browser_groups(0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_time_limit_ends_with_an_error_that_names_the_limit() {
+    let server = Server::start(&["--pool-size", "1", "--task-timeout", "1s"]).await;
+    let sid = server.create_session().await;
+    let (status, msgs) = server.run_task(&sid, "wait 2 seconds then wait 2 seconds then what is the page title").await;
+    assert_eq!(status, "error");
+    let err = msgs.last().unwrap();
+    assert_eq!(err["type"], "ERROR");
+    assert!(err["content"].as_str().unwrap().contains("time limit (1 s)"), "{err}");
+    assert_eq!(err["metadata"]["limit"], "task_timeout");
+    assert_eq!(msgs.iter().filter(|m| m["type"] == "THOUGHT").count(), 1, "it stopped after the first wait: {msgs:#?}");
+}

@@ -221,3 +221,22 @@ async fn a_paused_task_takes_no_action_until_resumed_then_goes_on_with_its_conte
     assert_eq!(dones.len(), 1);
     assert_eq!(dones[0]["content"], "finished after resume");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_never_answers_times_out_is_retried_then_fails_the_task_saying_so() {
+    let llm = ScriptedLlm::start().await;
+    let config = format!(
+        "[agents.agi-0]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"m\"\nrequest_timeout = \"300ms\"\nmax_retries = 1\nretry_base = \"10ms\"\n",
+        llm.base
+    );
+    let server = Server::start_with_config(&config, &["--pool-size", "1"], &[]).await;
+    let sid = server.create_session().await;
+    let never = Arc::new(Semaphore::new(0));
+    llm.push_gated(never.clone(), |_| Reply::Status(200, "{}"));
+    llm.push_gated(never.clone(), |_| Reply::Status(200, "{}"));
+    let (status, msgs) = server.run_task(&sid, "anything").await;
+    assert_eq!(status, "error");
+    let err = msgs.last().unwrap()["content"].as_str().unwrap().to_owned();
+    assert!(err.contains("no answer within 300ms") && err.contains("gave up after 2 attempts"), "{err}");
+    assert_eq!(llm.requests().len(), 2);
+}
