@@ -99,6 +99,8 @@ pub struct EngineConfig {
     pub agents: Vec<AgentSpec>,
     /// A task running (not paused, not waiting for the user) for longer ends with an ERROR.
     pub task_timeout: Duration,
+    /// How often an SSE stream sends a heartbeat.
+    pub sse_heartbeat: Duration,
 }
 
 impl EngineConfig {
@@ -119,6 +121,7 @@ impl EngineConfig {
             screenshot_quality: 80,
             agents: default_agents(),
             task_timeout: Duration::from_secs(15 * 60),
+            sse_heartbeat: Duration::from_secs(30),
         }
     }
 

@@ -116,6 +116,7 @@ pub struct Engine {
     janitor: mpsc::UnboundedSender<Remains>,
     /// Shared by every planner's requests to its model provider.
     http: reqwest::Client,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why the engine could not start.
@@ -157,6 +158,7 @@ impl Engine {
             .map_err(|e| StartError::Http(e.to_string()))?;
         let engine = Arc::new(Self {
             http,
+            metrics: Arc::default(),
             config,
             store,
             pool: pool.clone(),
@@ -178,6 +180,10 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -284,6 +290,7 @@ impl Engine {
             janitor: self.janitor.clone(),
             agent: spec,
             http: self.http.clone(),
+            metrics: self.metrics.clone(),
             task_timeout: self.config.task_timeout,
             max_steps: max_steps.get(),
         };
@@ -362,6 +369,16 @@ impl Engine {
             }
         }
         Ok((messages, status))
+    }
+
+    /// Starts following a session's log: returns a receiver of every message written from
+    /// now on (`None` when the session has no live task machinery: its browser is gone and
+    /// nothing more will be written). Subscribe first, then read the history, so that no
+    /// message falls between the two.
+    pub async fn follow(&self, user: &UserRecord, id: Uuid) -> Result<Option<tokio::sync::broadcast::Receiver<MessageRecord>>, LookupError> {
+        self.get_session(user, id).await?;
+        let live = self.registry.lock().expect("registry lock").sessions.get(&id).filter(|h| h.user_id == user.id).map(|h| h.control.follow());
+        Ok(live)
     }
 
     /// A user message: starts a task, answers the agent, or adds context (API.md §2).

@@ -77,6 +77,7 @@ pub(crate) struct ActorSettings {
     pub janitor: mpsc::UnboundedSender<Remains>,
     pub agent: AgentSpec,
     pub http: reqwest::Client,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub task_timeout: Duration,
     pub max_steps: u32,
 }
@@ -88,6 +89,7 @@ pub(crate) fn spawn(id: Uuid, user_id: Uuid, browser: Browser, store: Arc<dyn St
         tabs: Arc::new(Tabs::new(browser.page().clone())),
         spec: settings.agent.clone(),
         http: settings.http.clone(),
+        metrics: settings.metrics.clone(),
         navigation_timeout: settings.navigation_timeout,
         task_timeout: settings.task_timeout,
         screenshot_quality: settings.screenshot_quality,

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::agent::{Action, Outcome, PlanInput, Planner, Usage};
 use crate::config::AgentSpec;
 use crate::error::{ActionError, ControlError};
+use crate::metrics::Metrics;
 use crate::time::now_ms;
 
 /// The tabs of a session's browser and which one is current. Shared by the agent (which
@@ -88,6 +89,7 @@ pub(crate) struct AgentEnv {
     pub tabs: Arc<Tabs>,
     pub spec: AgentSpec,
     pub http: reqwest::Client,
+    pub metrics: Arc<Metrics>,
     pub navigation_timeout: Duration,
     pub task_timeout: Duration,
     pub screenshot_quality: u8,
@@ -105,7 +107,14 @@ pub(crate) struct Control {
     max_steps: AtomicU32,
     agent: Mutex<Option<JoinHandle<()>>>,
     env: Arc<AgentEnv>,
+    /// Every message as it is written, in id order, for live followers (SSE). Bounded:
+    /// a follower that falls behind by more than this many messages is dropped and resumes
+    /// from the log.
+    live: tokio::sync::broadcast::Sender<MessageRecord>,
 }
+
+/// How many messages a live follower may fall behind before it is dropped.
+pub const LIVE_BUFFER: usize = 1024;
 
 /// Why the agent loop stopped without ending its task itself.
 enum Stop {
@@ -132,11 +141,17 @@ impl Control {
             max_steps: AtomicU32::new(max_steps),
             agent: Mutex::new(None),
             env: Arc::new(env),
+            live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
         })
     }
 
     pub fn tabs(&self) -> &Arc<Tabs> {
         &self.env.tabs
+    }
+
+    /// Follows the messages written from now on.
+    pub fn follow(&self) -> tokio::sync::broadcast::Receiver<MessageRecord> {
+        self.live.subscribe()
     }
 
     pub fn exec_now(&self) -> ExecutionStatus {
@@ -150,6 +165,10 @@ impl Control {
         if let Some((status, _)) = to {
             st.exec = status;
             *self.exec_now.lock().expect("exec lock") = status;
+        }
+        // Sent under the state lock: followers see messages in id order.
+        for m in &written {
+            let _ = self.live.send(m.clone());
         }
         self.bump.send_modify(|n| *n += 1);
         Ok(written)
@@ -192,8 +211,10 @@ impl Control {
                     log.push(NewMessage::text(MessageType::Log, format!("task started; opening {u} first")));
                 }
                 self.commit(&mut st, Some((ExecutionStatus::Running, None)), log).await?;
+                Metrics::count(&self.env.metrics.tasks_started);
                 match planner {
                     Err(e) => {
+                        Metrics::count(&self.env.metrics.tasks_failed);
                         let reason = e.to_string();
                         self.commit(&mut st, Some((ExecutionStatus::Error, Some(reason.clone()))), vec![NewMessage::text(MessageType::Error, reason)])
                             .await?;
@@ -216,8 +237,8 @@ impl Control {
         match st.exec {
             ExecutionStatus::Paused => Err(ControlError::AlreadyPaused),
             from @ (ExecutionStatus::Running | ExecutionStatus::WaitingForInput) => {
-                self.commit(&mut st, Some((ExecutionStatus::Paused, None)), vec![NewMessage::text(MessageType::Log, "task paused by the user")])
-                    .await?;
+                let log = NewMessage::text(MessageType::Log, "task paused by the user").with_metadata(json!({ "event": "paused" }));
+                self.commit(&mut st, Some((ExecutionStatus::Paused, None)), vec![log]).await?;
                 st.paused_from = Some(from);
                 Ok(())
             }
@@ -233,7 +254,8 @@ impl Control {
         let to = st.paused_from.take().unwrap_or(ExecutionStatus::Running);
         // An answer that came while paused means the question is settled.
         let to = if to == ExecutionStatus::WaitingForInput && st.answer.is_some() { ExecutionStatus::Running } else { to };
-        self.commit(&mut st, Some((to, None)), vec![NewMessage::text(MessageType::Log, "task resumed by the user")]).await?;
+        let log = NewMessage::text(MessageType::Log, "task resumed by the user").with_metadata(json!({ "event": "resumed" }));
+        self.commit(&mut st, Some((to, None)), vec![log]).await?;
         Ok(())
     }
 
@@ -244,8 +266,9 @@ impl Control {
             return Err(ControlError::NoTaskRunning);
         }
         st.task += 1;
-        self.commit(&mut st, Some((ExecutionStatus::Finished, None)), vec![NewMessage::text(MessageType::Log, "task cancelled by the user")])
-            .await?;
+        let log = NewMessage::text(MessageType::Log, "task cancelled by the user").with_metadata(json!({ "event": "cancelled" }));
+        self.commit(&mut st, Some((ExecutionStatus::Finished, None)), vec![log]).await?;
+        Metrics::count(&self.env.metrics.tasks_cancelled);
         drop(st);
         self.abort_agent();
         Ok(())
@@ -256,6 +279,9 @@ impl Control {
         let mut st = self.state.lock().await;
         st.dead = true;
         st.task += 1;
+        if st.exec.task_active() {
+            Metrics::count(&self.env.metrics.tasks_failed);
+        }
         let msg = NewMessage::text(MessageType::Error, reason);
         if let Err(e) = self.commit(&mut st, Some((ExecutionStatus::Error, Some(reason.to_owned()))), vec![msg]).await {
             tracing::error!(session_id = %self.id, error = %e, "could not record the browser's death");
@@ -312,7 +338,13 @@ impl AgentRun {
 
     async fn record(&self, to: Option<(ExecutionStatus, Option<String>)>, messages: Vec<NewMessage>) -> Result<(), Stop> {
         let mut st = self.lock().await?;
+        let ended = to.as_ref().map(|(s, _)| *s);
         self.ctl.commit(&mut st, to, messages).await?;
+        match ended {
+            Some(ExecutionStatus::Finished) => Metrics::count(&self.ctl.env.metrics.tasks_finished),
+            Some(ExecutionStatus::Error) => Metrics::count(&self.ctl.env.metrics.tasks_failed),
+            _ => {}
+        }
         Ok(())
     }
 
@@ -430,7 +462,7 @@ impl AgentRun {
 
             // Paused while planning: the action waits for resume, and the planner is told.
             if self.lock().await?.exec == ExecutionStatus::Paused {
-                outcome = Some(Outcome::refused("not run: the user paused the task before this action; the page may have changed since"));
+                outcome = Some(Outcome::held("not run: the user paused the task before this action; the page may have changed since"));
                 self.record(None, vec![NewMessage::text(MessageType::Log, format!("paused before: {thought}")).with_metadata(meta)]).await?;
                 active += slice.elapsed();
                 continue;
@@ -557,7 +589,7 @@ pub(crate) async fn execute(env: &AgentEnv, page: &Page, obs: &Observation, acti
                     Some(chain) => chain.iter().take(2).cloned().collect::<Vec<_>>().join("\n---\n"),
                     None => format!("{q:?} is not on the page"),
                 };
-                Outcome { ok: !found.is_empty(), text, data: Some(json!(found)) }
+                Outcome { ok: !found.is_empty(), text, data: Some(json!(found)), held: false }
             }
             Action::Extract { element: None, query: None } => Outcome::ok(page.read_text(None, 4000).await?),
             Action::AskUser { .. } | Action::Done { .. } | Action::Fail { .. } => Outcome::ok(""),

@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// A task running (not paused or waiting for the user) for longer ends with an ERROR [default: 15m].
     #[arg(long, env = "AGENTBOX_TASK_TIMEOUT")]
     pub task_timeout: Option<String>,
+    /// How often an SSE stream sends a heartbeat event [default: 30s].
+    #[arg(long, env = "AGENTBOX_SSE_HEARTBEAT")]
+    pub sse_heartbeat: Option<String>,
     /// Browser viewport, WIDTHxHEIGHT [default: 1280x720].
     #[arg(long, env = "AGENTBOX_VIEWPORT")]
     pub viewport: Option<String>,
@@ -77,6 +80,7 @@ struct FileConfig {
     navigation_timeout: Option<String>,
     launch_timeout: Option<String>,
     task_timeout: Option<String>,
+    sse_heartbeat: Option<String>,
     viewport: Option<String>,
     log: Option<String>,
     /// Agent names and what runs them, `[agents.my-agent]`; `agi-0` and `agi-0-fast`
@@ -214,6 +218,7 @@ impl Config {
             ("navigation_timeout", args.navigation_timeout.clone().or(file.navigation_timeout), &mut engine.navigation_timeout),
             ("launch_timeout", args.launch_timeout.clone().or(file.launch_timeout), &mut engine.launch_timeout),
             ("task_timeout", args.task_timeout.clone().or(file.task_timeout), &mut engine.task_timeout),
+            ("sse_heartbeat", args.sse_heartbeat.clone().or(file.sse_heartbeat), &mut engine.sse_heartbeat),
         ];
         for (name, value, slot) in durations {
             if let Some(v) = value {

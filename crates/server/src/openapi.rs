@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{meta, sessions};
+use crate::routes::{events, meta, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use crate::routes::{meta, sessions};
         sessions::sessions_status,
         sessions::sessions_message,
         sessions::sessions_messages,
+        events::sessions_events,
         sessions::sessions_pause,
         sessions::sessions_resume,
         sessions::sessions_cancel,
@@ -26,6 +27,7 @@ use crate::routes::{meta, sessions};
         meta::users_me,
         meta::health_get,
         meta::openapi_get,
+        meta::metrics_get,
     ),
     modifiers(&BearerAuth),
     tags((name = "sessions"), (name = "tasks"), (name = "browser"), (name = "meta"))

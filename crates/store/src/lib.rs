@@ -61,6 +61,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_max_steps(&self, id: Uuid, max_steps: u32, now_ms: i64) -> Result<()>;
     /// Marks a session deleted (`terminated`) and forgets its browser pid.
     async fn mark_session_deleted(&self, id: Uuid, now_ms: i64) -> Result<()>;
+    /// How many sessions are in each status (deleted ones are `terminated`).
+    async fn count_sessions_by_status(&self) -> Result<Vec<(SessionStatus, u64)>>;
     /// Every browser pid recorded for a session that is not deleted.
     async fn recorded_browser_pids(&self) -> Result<Vec<u32>>;
     /// On start-up: every session that was live when the last run ended becomes `error`

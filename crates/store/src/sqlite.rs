@@ -353,6 +353,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_sessions_by_status(&self) -> Result<Vec<(SessionStatus, u64)>> {
+        self.with(|c| {
+            let rows: Vec<(String, i64)> = c
+                .prepare("SELECT status, COUNT(*) FROM sessions GROUP BY status ORDER BY status")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            rows.into_iter()
+                .map(|(s, n)| Ok((SessionStatus::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s}")))?, n as u64)))
+                .collect()
+        })
+        .await
+    }
+
     async fn recorded_browser_pids(&self) -> Result<Vec<u32>> {
         self.with(|c| {
             Ok(c.prepare("SELECT browser_pid FROM sessions WHERE deleted_at IS NULL AND browser_pid IS NOT NULL")?

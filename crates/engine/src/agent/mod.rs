@@ -22,15 +22,22 @@ pub struct Outcome {
     pub text: String,
     /// Structured results (what `extract` with a query found).
     pub data: Option<Value>,
+    /// The action was not run at all (the task was paused first): choosing it again is fine.
+    pub held: bool,
 }
 
 impl Outcome {
     pub fn ok(text: impl Into<String>) -> Self {
-        Self { ok: true, text: text.into(), data: None }
+        Self { ok: true, text: text.into(), data: None, held: false }
     }
 
     pub fn refused(text: impl Into<String>) -> Self {
-        Self { ok: false, text: text.into(), data: None }
+        Self { ok: false, text: text.into(), data: None, held: false }
+    }
+
+    /// An action held back because the user paused the task before it ran.
+    pub fn held(text: impl Into<String>) -> Self {
+        Self { ok: false, text: text.into(), data: None, held: true }
     }
 }
 

@@ -102,6 +102,8 @@ impl RulePlanner {
         if let Some(p) = self.pending.take() {
             match p {
                 Pending::Step(step) => match input.outcome {
+                    // Held back by a pause: do it now.
+                    Some(o) if o.held => self.steps.push_front(step),
                     Some(o) if !o.ok => {
                         if o.text.contains("stale") && self.looks < MAX_LOOKS {
                             self.looks += 1;
@@ -112,6 +114,11 @@ impl RulePlanner {
                     }
                     _ => self.looks = 0,
                 },
+                Pending::Extract { raw, attr, subject, rest } if input.outcome.is_some_and(|o| o.held) => {
+                    let (thought, action) = (format!("Looking for {subject:?} on the page"), Action::Extract { element: None, query: Some(subject.clone()) });
+                    self.pending = Some(Pending::Extract { raw, attr, subject, rest });
+                    return Ok(decide(thought, action));
+                }
                 Pending::Extract { raw, attr, subject, mut rest } => {
                     let found = input.outcome.and_then(|o| o.data.as_ref()).map(chains).unwrap_or_default();
                     if let Some(answer) = answer_from(&found, attr.as_deref(), &subject) {
@@ -879,6 +886,38 @@ mod tests {
             assert_eq!(parse_clause(text), Some(want), "{text}");
         }
         assert_eq!(parse_clause("make me a sandwich"), None);
+    }
+
+    fn blank() -> Observation {
+        Observation {
+            generation: 1,
+            target_id: "t".into(),
+            url: "about:blank".into(),
+            title: String::new(),
+            elements: Vec::new(),
+            text: String::new(),
+            text_truncated: false,
+            scroll_y: 0,
+            page_height: 0,
+            viewport_height: 0,
+            tabs: Vec::new(),
+            screenshot: None,
+        }
+    }
+
+    #[test]
+    fn an_action_held_by_a_pause_is_chosen_again_and_a_refused_one_ends_the_task() {
+        use super::super::Outcome;
+        let obs = blank();
+        let mut p = RulePlanner::new("press Enter then press Tab").unwrap();
+        let input = |outcome| PlanInput { task: "", step: 1, observation: &obs, outcome, user_messages: &[] };
+        assert_eq!(p.next(&input(None)).unwrap().action, Action::PressKey { key: Key::Enter });
+        let held = Outcome::held("not run: paused");
+        assert_eq!(p.next(&input(Some(&held))).unwrap().action, Action::PressKey { key: Key::Enter });
+        let ok = Outcome::ok("pressed");
+        assert_eq!(p.next(&input(Some(&ok))).unwrap().action, Action::PressKey { key: Key::Tab });
+        let refused = Outcome::refused("the key bounced");
+        assert_eq!(p.next(&input(Some(&refused))).unwrap().action, Action::Fail { reason: "the key bounced".into() });
     }
 
     #[test]

@@ -59,3 +59,51 @@ pub async fn fallback(method: Method, uri: Uri) -> ApiError {
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(Code::MethodNotAllowed, format!("{} does not accept {method}; see /openapi.json.", uri.path()))
 }
+
+/// HTTP requests by method, route template and status, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    counts: std::sync::Mutex<std::collections::BTreeMap<(String, String, u16), u64>>,
+}
+
+impl HttpMetrics {
+    pub fn count(&self, method: &str, route: &str, status: u16) {
+        *self.counts.lock().expect("metrics lock").entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
+    }
+}
+
+/// (ext) Prometheus metrics: sessions by status, tasks, SSE subscribers, browsers, HTTP requests.
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format 0.0.4")))]
+pub async fn metrics_get(
+    State(engine): State<Arc<Engine>>,
+    axum::Extension(http): axum::Extension<Arc<HttpMetrics>>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    use std::fmt::Write;
+    use agentbox_engine::metrics::Metrics;
+    let m = engine.metrics();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family("agentbox_sessions", "gauge", "Sessions by status (deleted ones are terminated).");
+    let mut text = String::new();
+    for (status, n) in engine.store().count_sessions_by_status().await? {
+        let _ = writeln!(text, "agentbox_sessions{{status=\"{}\"}} {n}", status.as_str());
+    }
+    out.push_str(&text);
+    let mut family = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    family("agentbox_live_sessions", "gauge", "Sessions with a running browser.", engine.live_sessions() as u64);
+    family("agentbox_warm_browsers", "gauge", "Browsers waiting in the warm pool.", engine.pool().len() as u64);
+    family("agentbox_sse_subscribers", "gauge", "Open SSE streams.", Metrics::get(&m.sse_subscribers));
+    let _ = writeln!(out, "# HELP agentbox_tasks_total Tasks by how they ended (started counts every task).\n# TYPE agentbox_tasks_total counter");
+    for (outcome, c) in [("started", &m.tasks_started), ("finished", &m.tasks_finished), ("failed", &m.tasks_failed), ("cancelled", &m.tasks_cancelled)] {
+        let _ = writeln!(out, "agentbox_tasks_total{{outcome=\"{outcome}\"}} {}", Metrics::get(c));
+    }
+    let _ = writeln!(out, "# HELP agentbox_http_requests_total HTTP requests by method, route template and status.\n# TYPE agentbox_http_requests_total counter");
+    for ((method, route, status), n) in http.counts.lock().expect("metrics lock").iter() {
+        let _ = writeln!(out, "agentbox_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
+}

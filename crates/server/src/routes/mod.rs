@@ -1,5 +1,6 @@
 //! The router: every route, its fallbacks, the body limit and the request log.
 
+pub mod events;
 pub mod meta;
 pub mod sessions;
 
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use agentbox_engine::Engine;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router(engine: Arc<Engine>) -> Router {
+    let http = Arc::new(meta::HttpMetrics::default());
     Router::new()
         .route(
             "/v1/sessions",
@@ -26,6 +28,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/sessions/{id}/status", get(sessions::sessions_status))
         .route("/v1/sessions/{id}/message", post(sessions::sessions_message))
         .route("/v1/sessions/{id}/messages", get(sessions::sessions_messages))
+        .route("/v1/sessions/{id}/events", get(events::sessions_events))
         .route("/v1/sessions/{id}/pause", post(sessions::sessions_pause))
         .route("/v1/sessions/{id}/resume", post(sessions::sessions_resume))
         .route("/v1/sessions/{id}/cancel", post(sessions::sessions_cancel))
@@ -35,20 +38,23 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/users/me", get(meta::users_me))
         .route("/healthz", get(meta::health_get))
         .route("/openapi.json", get(meta::openapi_get))
+        .route("/metrics", get(meta::metrics_get))
         .fallback(meta::fallback)
         .method_not_allowed_fallback(meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(http.clone(), log_request))
+        .layer(axum::Extension(http))
         .with_state(engine)
 }
 
-/// Logs method, route template (never the raw path or query: they may carry tokens),
+/// Counts and logs method, route template (never the raw path or query: they may carry tokens),
 /// status and latency.
-async fn log_request(req: Request, next: Next) -> Response {
+async fn log_request(State(http): State<Arc<meta::HttpMetrics>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "<unmatched>".into());
     let resp = next.run(req).await;
+    http.count(method.as_str(), &route, resp.status().as_u16());
     tracing::info!(%method, route, status = resp.status().as_u16(), ms = start.elapsed().as_secs_f64() * 1e3, "request");
     resp
 }

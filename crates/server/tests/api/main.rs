@@ -3,6 +3,7 @@
 
 mod agent;
 mod errors;
+mod events;
 mod llm;
 mod planners;
 mod recovery;

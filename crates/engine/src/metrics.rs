@@ -1,0 +1,41 @@
+//! Counters and gauges the engine keeps for `/metrics`. Plain atomics: updated on the
+//! paths that change them, read when scraped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The engine's counters. Shared by every session's control and the server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub tasks_started: AtomicU64,
+    pub tasks_finished: AtomicU64,
+    pub tasks_failed: AtomicU64,
+    pub tasks_cancelled: AtomicU64,
+    pub sse_subscribers: Arc<AtomicU64>,
+}
+
+impl Metrics {
+    pub(crate) fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an SSE subscriber for as long as the guard lives.
+    pub fn sse_subscriber(&self) -> SubscriberGuard {
+        self.sse_subscribers.fetch_add(1, Ordering::Relaxed);
+        SubscriberGuard(self.sse_subscribers.clone())
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements the SSE subscriber gauge when the stream ends.
+#[derive(Debug)]
+pub struct SubscriberGuard(Arc<AtomicU64>);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
