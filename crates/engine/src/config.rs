@@ -101,6 +101,7 @@ pub struct EngineConfig {
     pub task_timeout: Duration,
     /// How often an SSE stream sends a heartbeat.
     pub sse_heartbeat: Duration,
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl EngineConfig {
@@ -122,6 +123,7 @@ impl EngineConfig {
             agents: default_agents(),
             task_timeout: Duration::from_secs(15 * 60),
             sse_heartbeat: Duration::from_secs(30),
+            webhooks: crate::webhooks::WebhookConfig::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use agentbox_browser::{Launcher, Remains, Screenshot, WarmPool, procfs};
 use agentbox_store::{
-    ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, SessionRecord, SessionStatus, Store, StoreError, Transition, UserRecord,
+    ExecutionStatus, MessageRecord, MessageType, NewSession, SessionRecord, SessionStatus, Store, StoreError, UserRecord,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -117,6 +117,8 @@ pub struct Engine {
     /// Shared by every planner's requests to its model provider.
     http: reqwest::Client,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Wakes the webhook worker when a session writes an event.
+    webhooks: Arc<tokio::sync::Notify>,
 }
 
 /// Why the engine could not start.
@@ -142,6 +144,8 @@ impl Engine {
         let trash = config.trash_dir();
         std::fs::create_dir_all(&trash).map_err(|source| StartError::Io { path: trash.display().to_string(), source })?;
         reap_previous_run(&profiles, &trash, store.as_ref()).await?;
+        // This server is the only deliverer: a previous run's leases are void.
+        store.clear_webhook_leases().await?;
         let (janitor, remains) = mpsc::unbounded_channel();
 
         let launcher = Launcher {
@@ -159,6 +163,7 @@ impl Engine {
         let engine = Arc::new(Self {
             http,
             metrics: Arc::default(),
+            webhooks: Arc::default(),
             config,
             store,
             pool: pool.clone(),
@@ -174,7 +179,13 @@ impl Engine {
         });
         let reaper = tokio::spawn(run_reaper(Arc::downgrade(&engine), engine.stop.subscribe(), engine.config.reap_interval));
         let janitor = tokio::spawn(run_janitor(remains, engine.stop.subscribe()));
-        engine.drivers.lock().expect("drivers lock").extend([pool_driver, reaper, janitor]);
+        let webhooks = tokio::spawn(crate::webhooks::run_worker(
+            Arc::downgrade(&engine),
+            engine.webhooks.clone(),
+            engine.stop.subscribe(),
+            engine.config.webhooks.poll,
+        ));
+        engine.drivers.lock().expect("drivers lock").extend([pool_driver, reaper, janitor, webhooks]);
         Ok(engine)
     }
 
@@ -281,8 +292,14 @@ impl Engine {
             restored_from: None,
             created_at_ms: now_ms(),
         };
+        let created = self.view(record_of(&new));
+        let outbox: Vec<_> = crate::webhooks::event(&created, "session.created", serde_json::json!({})).into_iter().collect();
+        let wake = !outbox.is_empty();
         // If the insert fails, `browser` drops here and its group is killed.
-        let record = self.store.insert_session(&new).await?;
+        let record = self.store.insert_session(&new, outbox).await?;
+        if wake {
+            self.webhooks.notify_one();
+        }
         let settings = ActorSettings {
             navigation_timeout: self.config.navigation_timeout,
             screenshot_quality: self.config.screenshot_quality,
@@ -292,9 +309,9 @@ impl Engine {
             http: self.http.clone(),
             metrics: self.metrics.clone(),
             task_timeout: self.config.task_timeout,
-            max_steps: max_steps.get(),
+            webhooks: self.webhooks.clone(),
         };
-        let handle = session::spawn(id, user.id, browser, self.store.clone(), settings);
+        let handle = session::spawn(self.view(record.clone()), browser, self.store.clone(), settings);
         let record = match goal {
             // `goal` starts a task at once, as if sent as the first message.
             Some(goal) => {
@@ -381,6 +398,12 @@ impl Engine {
         Ok(live)
     }
 
+    /// The webhook events of one of the user's sessions (deleted ones too), oldest first.
+    pub async fn webhook_deliveries(&self, user: &UserRecord, id: Uuid) -> Result<Vec<agentbox_store::WebhookEventRecord>, LookupError> {
+        self.store.get_session_any(user.id, id).await?.ok_or(LookupError::NotFound)?;
+        Ok(self.store.list_webhooks(id).await?)
+    }
+
     /// A user message: starts a task, answers the agent, or adds context (API.md §2).
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn send_message(&self, user: &UserRecord, id: Uuid, msg: SendMessage) -> Result<(), ActionError> {
@@ -462,7 +485,7 @@ impl Engine {
         if self.store.get_session(user.id, id).await?.is_none() {
             return Ok(false);
         }
-        self.end_session(id).await?;
+        self.end_session(user.id, id).await?;
         Ok(true)
     }
 
@@ -470,23 +493,45 @@ impl Engine {
     pub async fn delete_all_sessions(&self, user: &UserRecord) -> Result<bool, DeleteError> {
         let sessions = self.store.list_sessions(user.id).await?;
         for s in &sessions {
-            self.end_session(s.id).await?;
+            self.end_session(user.id, s.id).await?;
         }
         Ok(!sessions.is_empty())
     }
 
     /// Closes the session's browser (if it has one) and marks it deleted.
-    async fn end_session(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn end_session(&self, user_id: Uuid, id: Uuid) -> Result<(), StoreError> {
         let handle = self.registry.lock().expect("registry lock").sessions.remove(&id);
+        let mut view = match &handle {
+            Some(h) => Some(h.control.view().await),
+            None => None,
+        };
         if let Some(h) = handle {
             close_handle(h).await;
         }
-        self.store.mark_session_deleted(id, now_ms()).await
+        if view.is_none() {
+            view = self.store.get_session(user_id, id).await?.map(|r| self.view(r));
+        }
+        let now = now_ms();
+        let outbox: Vec<_> = view
+            .map(|mut v| {
+                v.record.status = SessionStatus::Terminated;
+                v.record.deleted_at_ms = Some(now);
+                v
+            })
+            .and_then(|v| crate::webhooks::event(&v, "session.deleted", serde_json::json!({})))
+            .into_iter()
+            .collect();
+        let wake = !outbox.is_empty();
+        self.store.mark_session_deleted(id, now, outbox).await?;
+        if wake {
+            self.webhooks.notify_one();
+        }
+        Ok(())
     }
 
     /// One reaper pass: ends sessions idle for longer than `idle_timeout`.
     pub async fn reap_once(&self) -> ReapReport {
-        let idle: Vec<Uuid> = self
+        let idle: Vec<(Uuid, Uuid)> = self
             .registry
             .lock()
             .expect("registry lock")
@@ -494,12 +539,12 @@ impl Engine {
             .iter()
             // A running task is activity even when no client calls.
             .filter(|(_, h)| h.idle_for() > self.config.idle_timeout && h.control.exec_now() != ExecutionStatus::Running)
-            .map(|(id, _)| *id)
+            .map(|(id, h)| (h.user_id, *id))
             .collect();
         let mut report = ReapReport::default();
-        for id in idle {
+        for (user_id, id) in idle {
             tracing::info!(session_id = %id, "ending a session idle for longer than idle_timeout");
-            match self.end_session(id).await {
+            match self.end_session(user_id, id).await {
                 Ok(()) => report.idle_ended += 1,
                 Err(e) => tracing::error!(session_id = %id, error = %e, "could not end an idle session"),
             }
@@ -514,13 +559,10 @@ impl Engine {
             reg.shutting_down = true;
             reg.sessions.drain().collect()
         };
-        let now = now_ms();
-        for (id, h) in handles {
+        for (_, h) in handles {
+            let control = h.control.clone();
             close_handle(h).await;
-            let ended = Transition { status: ExecutionStatus::Error, reason: Some(SERVER_STOPPED.into()) };
-            if let Err(e) = self.store.record(id, Some(ended), vec![NewMessage::text(MessageType::Error, SERVER_STOPPED)], now).await {
-                tracing::error!(session_id = %id, error = %e, "could not record a session's end at shutdown");
-            }
+            control.stopped_by_server(SERVER_STOPPED).await;
         }
         // Stop the drivers only now: the janitor clears what the closes above left.
         let _ = self.stop.send(true);
@@ -565,6 +607,29 @@ async fn close_handle(h: Arc<SessionHandle>) {
 
 /// Metadata keys `sanitize=true` strips: images and internal prompts.
 const INTERNAL_METADATA: &[&str] = &["screenshot", "image", "prompt", "observation"];
+
+/// The record a new session will have once inserted.
+fn record_of(s: &NewSession) -> SessionRecord {
+    SessionRecord {
+        id: s.id,
+        user_id: s.user_id,
+        agent_name: s.agent_name.clone(),
+        status: s.status,
+        execution_status: ExecutionStatus::Ready,
+        status_reason: None,
+        environment_id: s.environment_id,
+        browser_pid: s.browser_pid,
+        profile_dir: s.profile_dir.clone(),
+        webhook_url: s.webhook_url.clone(),
+        goal: s.goal.clone(),
+        max_steps: s.max_steps,
+        agent_session_type: s.agent_session_type.clone(),
+        restored_from: s.restored_from.clone(),
+        created_at_ms: s.created_at_ms,
+        updated_at_ms: s.created_at_ms,
+        deleted_at_ms: None,
+    }
+}
 
 fn base_with_slash(u: &url::Url) -> url::Url {
     let mut u = u.clone();

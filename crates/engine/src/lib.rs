@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 mod session;
 mod task;
+pub mod webhooks;
 pub mod time;
 pub mod tokens;
 pub mod users;

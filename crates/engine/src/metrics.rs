@@ -11,6 +11,11 @@ pub struct Metrics {
     pub tasks_finished: AtomicU64,
     pub tasks_failed: AtomicU64,
     pub tasks_cancelled: AtomicU64,
+    pub webhooks_delivered: AtomicU64,
+    /// Attempts that failed and will be retried or given up.
+    pub webhooks_failed_attempts: AtomicU64,
+    pub webhooks_given_up: AtomicU64,
+    pub webhooks_refused: AtomicU64,
     pub sse_subscribers: Arc<AtomicU64>,
 }
 

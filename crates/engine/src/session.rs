@@ -79,13 +79,16 @@ pub(crate) struct ActorSettings {
     pub http: reqwest::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub task_timeout: Duration,
-    pub max_steps: u32,
+    /// Wakes the webhook worker.
+    pub webhooks: Arc<tokio::sync::Notify>,
 }
 
 /// Starts the actor for a session that now owns `browser`.
-pub(crate) fn spawn(id: Uuid, user_id: Uuid, browser: Browser, store: Arc<dyn Store>, settings: ActorSettings) -> SessionHandle {
+pub(crate) fn spawn(view: crate::engine::SessionView, browser: Browser, store: Arc<dyn Store>, settings: ActorSettings) -> SessionHandle {
+    let (id, user_id) = (view.record.id, view.record.user_id);
     let (tx, rx) = mpsc::channel(32);
     let env = AgentEnv {
+        webhooks: settings.webhooks.clone(),
         tabs: Arc::new(Tabs::new(browser.page().clone())),
         spec: settings.agent.clone(),
         http: settings.http.clone(),
@@ -94,7 +97,7 @@ pub(crate) fn spawn(id: Uuid, user_id: Uuid, browser: Browser, store: Arc<dyn St
         task_timeout: settings.task_timeout,
         screenshot_quality: settings.screenshot_quality,
     };
-    let control = Control::new(id, store, settings.max_steps, env);
+    let control = Control::new(view, store, env);
     let task = tokio::spawn(run(id, browser, rx, control.clone(), settings));
     SessionHandle { user_id, control, tx, task, last_used: Mutex::new(Instant::now()) }
 }

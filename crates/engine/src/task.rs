@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::agent::{Action, Outcome, PlanInput, Planner, Usage};
 use crate::config::AgentSpec;
+use crate::engine::SessionView;
 use crate::error::{ActionError, ControlError};
 use crate::metrics::Metrics;
 use crate::time::now_ms;
@@ -82,10 +83,16 @@ pub(crate) struct State {
     answer: Option<String>,
     /// The browser died: the session takes no more tasks.
     dead: bool,
+    /// The id of the last message written (every write of a live session comes here).
+    last_id: i64,
+    /// The session as the API shows it now, for webhook bodies.
+    view: SessionView,
 }
 
 /// What the agent needs besides the control.
 pub(crate) struct AgentEnv {
+    /// Wakes the webhook worker when an event is written.
+    pub webhooks: Arc<tokio::sync::Notify>,
     pub tabs: Arc<Tabs>,
     pub spec: AgentSpec,
     pub http: reqwest::Client,
@@ -130,8 +137,10 @@ impl From<StoreError> for Stop {
 }
 
 impl Control {
-    pub fn new(id: Uuid, store: Arc<dyn Store>, max_steps: u32, env: AgentEnv) -> Arc<Self> {
-        let state = State { exec: ExecutionStatus::Ready, paused_from: None, task: 0, inbox: Vec::new(), answer: None, dead: false };
+    pub fn new(view: SessionView, store: Arc<dyn Store>, env: AgentEnv) -> Arc<Self> {
+        let (id, max_steps) = (view.record.id, view.record.max_steps);
+        let state =
+            State { exec: ExecutionStatus::Ready, paused_from: None, task: 0, inbox: Vec::new(), answer: None, dead: false, last_id: 0, view };
         Arc::new(Self {
             id,
             store,
@@ -158,10 +167,28 @@ impl Control {
         *self.exec_now.lock().expect("exec lock")
     }
 
-    /// Writes a status change (if any) and messages, then applies the change to `st`.
+    /// Writes a status change (if any), messages and the webhook events they make in one
+    /// transaction, then applies the change to `st`.
     async fn commit(&self, st: &mut MutexGuard<'_, State>, to: Option<(ExecutionStatus, Option<String>)>, messages: Vec<NewMessage>) -> Result<Vec<MessageRecord>, StoreError> {
+        let now = now_ms();
+        let mut view = st.view.clone();
+        if let Some((status, reason)) = &to {
+            view.record.execution_status = *status;
+            view.record.status = status.session_status();
+            view.record.status_reason = reason.clone();
+            view.record.updated_at_ms = now;
+        }
+        let outbox = if view.record.webhook_url.is_some() { self.webhook_events(st, &view, to.as_ref().map(|t| t.0), &messages, now) } else { Vec::new() };
+        let wake = !outbox.is_empty();
         let transition = to.as_ref().map(|(status, reason)| Transition { status: *status, reason: reason.clone() });
-        let written = self.store.record(self.id, transition, messages, now_ms()).await?;
+        let written = self.store.record(self.id, transition, messages, outbox, now).await?;
+        if wake {
+            self.env.webhooks.notify_one();
+        }
+        st.view = view;
+        if let Some(last) = written.last() {
+            st.last_id = last.id;
+        }
         if let Some((status, _)) = to {
             st.exec = status;
             *self.exec_now.lock().expect("exec lock") = status;
@@ -184,6 +211,7 @@ impl Control {
         if let Some(n) = max_steps {
             self.store.set_max_steps(self.id, n, now_ms()).await?;
             self.max_steps.store(n, Ordering::Relaxed);
+            st.view.record.max_steps = n;
         }
         let user = NewMessage::text(MessageType::User, text.clone());
         match st.exec {
@@ -230,6 +258,49 @@ impl Control {
             }
         }
         Ok(())
+    }
+
+    /// The webhook events a commit makes (API.md §5): task events for the messages that
+    /// start, question, complete, fail or cancel a task, then `session.status_changed`.
+    fn webhook_events(&self, st: &State, view: &SessionView, to: Option<ExecutionStatus>, messages: &[NewMessage], now: i64) -> Vec<agentbox_store::NewWebhookEvent> {
+        use crate::webhooks::{event, message_json};
+        let old = st.exec;
+        // Ids are given under this lock, so the next ones are known.
+        let records: Vec<MessageRecord> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MessageRecord {
+                session_id: self.id,
+                id: st.last_id + 1 + i as i64,
+                kind: m.kind,
+                content: m.content.clone(),
+                metadata: m.metadata.clone(),
+                created_at_ms: now,
+            })
+            .collect();
+        let mut out = Vec::new();
+        let data = |m: &MessageRecord| json!({ "message": message_json(m) });
+        if to == Some(ExecutionStatus::Running) && !old.task_active() {
+            let started = records.iter().find(|m| m.kind == MessageType::User).map(data).unwrap_or_else(|| json!({}));
+            out.extend(event(view, "task.started", started));
+        }
+        for m in &records {
+            let name = match m.kind {
+                MessageType::Question => Some("task.question"),
+                MessageType::Done => Some("task.completed"),
+                MessageType::Error if to == Some(ExecutionStatus::Error) && old.task_active() => Some("task.failed"),
+                MessageType::Log if m.metadata["event"] == "cancelled" => Some("task.cancelled"),
+                _ => None,
+            };
+            if let Some(name) = name {
+                out.extend(event(view, name, data(m)));
+            }
+        }
+        if let Some(new) = to.filter(|n| n.session_status() != old.session_status()) {
+            let change = json!({ "from": old.session_status().as_str(), "to": new.session_status().as_str() });
+            out.extend(event(view, "session.status_changed", change));
+        }
+        out
     }
 
     pub async fn pause(&self) -> Result<(), ControlError> {
@@ -288,6 +359,20 @@ impl Control {
         }
         drop(st);
         self.abort_agent();
+    }
+
+    /// The server is stopping: the session ends in `error` saying so (after `close`).
+    pub async fn stopped_by_server(&self, reason: &str) {
+        let mut st = self.state.lock().await;
+        let msg = NewMessage::text(MessageType::Error, reason);
+        if let Err(e) = self.commit(&mut st, Some((ExecutionStatus::Error, Some(reason.to_owned()))), vec![msg]).await {
+            tracing::error!(session_id = %self.id, error = %e, "could not record a session's end at shutdown");
+        }
+    }
+
+    /// The session as the API shows it now.
+    pub async fn view(&self) -> SessionView {
+        self.state.lock().await.view.clone()
     }
 
     /// The session ends: stops the agent and waits for it to be gone.

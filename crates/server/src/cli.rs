@@ -64,6 +64,13 @@ enum UsersCommand {
         #[command(flatten)]
         dir: DataDirArg,
     },
+    /// Give a user a new webhook signing secret; prints {"user_id", "webhook_secret"} once.
+    /// Events not yet delivered are signed with the new one.
+    RotateWebhookSecret {
+        user_id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +189,16 @@ async fn users(command: UsersCommand) -> anyhow::Result<ExitCode> {
                 });
                 println!("{line}");
             }
+        }
+        UsersCommand::RotateWebhookSecret { user_id, dir } => {
+            let id = uuid::Uuid::parse_str(&user_id).map_err(|_| anyhow::anyhow!("{user_id:?} is not a user id; `users list` shows them"))?;
+            let store = open_store(&dir.data_dir)?;
+            let secret = agentbox_engine::users::generate_webhook_secret();
+            if !store.set_webhook_secret(id, &secret).await? {
+                eprintln!("agentbox: no user {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("{}", serde_json::json!({ "user_id": id, "webhook_secret": secret }));
         }
     }
     Ok(ExitCode::SUCCESS)

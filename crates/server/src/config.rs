@@ -56,6 +56,16 @@ pub struct ServeArgs {
     /// How often an SSE stream sends a heartbeat event [default: 30s].
     #[arg(long, env = "AGENTBOX_SSE_HEARTBEAT")]
     pub sse_heartbeat: Option<String>,
+    /// Waits between webhook attempts, comma-separated; one more attempt than waits
+    /// [default: 5s,30s,2m,10m,30m,1h].
+    #[arg(long, env = "AGENTBOX_WEBHOOK_RETRY_SCHEDULE")]
+    pub webhook_retry_schedule: Option<String>,
+    /// A webhook receiver that has not answered in this long failed the attempt [default: 10s].
+    #[arg(long, env = "AGENTBOX_WEBHOOK_TIMEOUT")]
+    pub webhook_timeout: Option<String>,
+    /// Deliver webhooks to loopback, private and link-local addresses [default: false].
+    #[arg(long, env = "AGENTBOX_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: Option<bool>,
     /// Browser viewport, WIDTHxHEIGHT [default: 1280x720].
     #[arg(long, env = "AGENTBOX_VIEWPORT")]
     pub viewport: Option<String>,
@@ -81,6 +91,9 @@ struct FileConfig {
     launch_timeout: Option<String>,
     task_timeout: Option<String>,
     sse_heartbeat: Option<String>,
+    webhook_retry_schedule: Option<String>,
+    webhook_timeout: Option<String>,
+    webhook_allow_private: Option<bool>,
     viewport: Option<String>,
     log: Option<String>,
     /// Agent names and what runs them, `[agents.my-agent]`; `agi-0` and `agi-0-fast`
@@ -219,6 +232,7 @@ impl Config {
             ("launch_timeout", args.launch_timeout.clone().or(file.launch_timeout), &mut engine.launch_timeout),
             ("task_timeout", args.task_timeout.clone().or(file.task_timeout), &mut engine.task_timeout),
             ("sse_heartbeat", args.sse_heartbeat.clone().or(file.sse_heartbeat), &mut engine.sse_heartbeat),
+            ("webhook_timeout", args.webhook_timeout.clone().or(file.webhook_timeout), &mut engine.webhooks.timeout),
         ];
         for (name, value, slot) in durations {
             if let Some(v) = value {
@@ -227,6 +241,13 @@ impl Config {
                     return Err(ConfigError(format!("{name} must be more than zero")));
                 }
             }
+        }
+        if let Some(v) = args.webhook_retry_schedule.clone().or(file.webhook_retry_schedule) {
+            let schedule: Result<Vec<Duration>, String> = v.split(',').map(parse_duration).collect();
+            engine.webhooks.schedule = schedule.map_err(|e| ConfigError(format!("webhook_retry_schedule: {e}")))?;
+        }
+        if let Some(b) = args.webhook_allow_private.or(file.webhook_allow_private) {
+            engine.webhooks.allow_private = b;
         }
         if let Some(v) = args.viewport.clone().or(file.viewport) {
             engine.viewport = parse_viewport(&v)?;
@@ -354,6 +375,16 @@ mod tests {
         std::fs::write(&file, "[agents.x]\nprovider = \"openai\"\nmodel = \"m\"\napi_key_env = \"AGENTBOX_SURELY_UNSET_VAR\"\n").unwrap();
         let err = Config::load(&ServeArgs { config: Some(file), ..Default::default() }).unwrap_err();
         assert!(err.0.contains("AGENTBOX_SURELY_UNSET_VAR"), "{err}");
+    }
+
+    #[test]
+    fn the_webhook_retry_schedule_is_a_list_of_durations() {
+        let c = Config::load(&ServeArgs { webhook_retry_schedule: Some("100ms, 2s,1m".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.engine.webhooks.schedule, [Duration::from_millis(100), Duration::from_secs(2), Duration::from_secs(60)]);
+        let d = Config::load(&ServeArgs::default()).unwrap();
+        assert!(d.engine.webhooks.schedule.len() + 1 >= 5 && d.engine.webhooks.schedule.iter().sum::<Duration>() >= Duration::from_secs(3600));
+        assert!(!d.engine.webhooks.allow_private);
+        assert!(Config::load(&ServeArgs { webhook_retry_schedule: Some("5s,soon".into()), ..Default::default() }).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::routes::{events, meta, sessions};
         sessions::sessions_message,
         sessions::sessions_messages,
         events::sessions_events,
+        sessions::sessions_webhook_deliveries,
         sessions::sessions_pause,
         sessions::sessions_resume,
         sessions::sessions_cancel,

@@ -302,3 +302,41 @@ pub struct HealthResponse {
     pub sessions: usize,
     pub warm_browsers: usize,
 }
+
+/// (ext) One webhook event and its delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDelivery {
+    /// `evt_…`, also the `webhook-id` header.
+    pub id: String,
+    pub event: String,
+    /// `pending`, `delivered`, `failed` (every attempt failed) or `refused` (target not allowed).
+    pub state: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    /// When the next attempt is due (pending events only).
+    pub next_retry_at: Option<String>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+}
+
+impl From<agentbox_store::WebhookEventRecord> for WebhookDelivery {
+    fn from(e: agentbox_store::WebhookEventRecord) -> Self {
+        Self {
+            next_retry_at: (e.state == agentbox_store::WebhookState::Pending).then(|| iso8601(e.next_attempt_at_ms)),
+            id: e.id,
+            event: e.event,
+            state: e.state.as_str().to_owned(),
+            attempts: e.attempts,
+            last_status: e.last_status,
+            last_error: e.last_error,
+            created_at: iso8601(e.created_at_ms),
+            delivered_at: e.delivered_at_ms.map(iso8601),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveriesResponse {
+    pub deliveries: Vec<WebhookDelivery>,
+}

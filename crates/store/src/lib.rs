@@ -9,8 +9,8 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    ApiKeyRecord, EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, SessionRecord, SessionStatus,
-    Transition, UserRecord,
+    ApiKeyRecord, EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, NewWebhookEvent, SessionRecord,
+    SessionStatus, Transition, UserRecord, WebhookAttempt, WebhookEventRecord, WebhookState,
 };
 pub use sqlite::SqliteStore;
 use uuid::Uuid;
@@ -43,8 +43,9 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_keys(&self, prefix: &str, now_ms: i64) -> Result<u64>;
     async fn set_webhook_secret(&self, user_id: Uuid, secret: &str) -> Result<bool>;
 
-    /// Inserts a session and, when it is new, its environment, in one transaction.
-    async fn insert_session(&self, session: &NewSession) -> Result<SessionRecord>;
+    /// Inserts a session and, when it is new, its environment, with its webhook events,
+    /// in one transaction.
+    async fn insert_session(&self, session: &NewSession, outbox: Vec<NewWebhookEvent>) -> Result<SessionRecord>;
     /// A session that is not deleted, if `user_id` owns it.
     async fn get_session(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>>;
     /// A session of this user's, deleted or not.
@@ -54,13 +55,32 @@ pub trait Store: Send + Sync + 'static {
     /// The user's sessions that are not deleted, oldest first.
     async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<SessionRecord>>;
     /// In one transaction: moves the session to `transition` (when given; its session
-    /// status follows) and appends `messages` to its log. Returns the stored messages.
-    async fn record(&self, id: Uuid, transition: Option<Transition>, messages: Vec<NewMessage>, now_ms: i64) -> Result<Vec<MessageRecord>>;
+    /// status follows), appends `messages` to its log and `outbox` to the webhook outbox.
+    /// Returns the stored messages.
+    async fn record(
+        &self,
+        id: Uuid,
+        transition: Option<Transition>,
+        messages: Vec<NewMessage>,
+        outbox: Vec<NewWebhookEvent>,
+        now_ms: i64,
+    ) -> Result<Vec<MessageRecord>>;
+    /// Leases up to `limit` due webhook events, at most one per session (the oldest
+    /// pending one: per-session order), until `lease_until_ms`. Each comes with its
+    /// user's signing secret.
+    async fn claim_webhooks(&self, now_ms: i64, lease_until_ms: i64, limit: usize) -> Result<Vec<(WebhookEventRecord, String)>>;
+    /// Records an attempt's result and releases the lease.
+    async fn finish_webhook_attempt(&self, id: &str, attempt: WebhookAttempt, now_ms: i64) -> Result<()>;
+    /// A session's webhook events, oldest first.
+    async fn list_webhooks(&self, session_id: Uuid) -> Result<Vec<WebhookEventRecord>>;
+    /// On start-up: leases held by a previous run are void.
+    async fn clear_webhook_leases(&self) -> Result<()>;
     /// Up to `limit` messages of a session with `id > after_id`, oldest first.
     async fn list_messages(&self, id: Uuid, after_id: i64, limit: usize) -> Result<Vec<MessageRecord>>;
     async fn set_max_steps(&self, id: Uuid, max_steps: u32, now_ms: i64) -> Result<()>;
-    /// Marks a session deleted (`terminated`) and forgets its browser pid.
-    async fn mark_session_deleted(&self, id: Uuid, now_ms: i64) -> Result<()>;
+    /// Marks a session deleted (`terminated`) and forgets its browser pid; writes its
+    /// webhook events in the same transaction.
+    async fn mark_session_deleted(&self, id: Uuid, now_ms: i64, outbox: Vec<NewWebhookEvent>) -> Result<()>;
     /// How many sessions are in each status (deleted ones are `terminated`).
     async fn count_sessions_by_status(&self) -> Result<Vec<(SessionStatus, u64)>>;
     /// Every browser pid recorded for a session that is not deleted.

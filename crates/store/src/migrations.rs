@@ -61,6 +61,28 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (session_id, id)
     ) WITHOUT ROWID;
     "#,
+    // 3: the webhook outbox and its delivery log.
+    r#"
+    CREATE TABLE webhook_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id),
+        url TEXT NOT NULL,
+        event TEXT NOT NULL,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        lease_until INTEGER,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        delivered_at INTEGER
+    );
+    CREATE INDEX webhook_events_due ON webhook_events(state, next_attempt_at);
+    CREATE INDEX webhook_events_session ON webhook_events(session_id, seq);
+    "#,
 ];
 
 /// Brings the schema up to date inside one transaction per migration.

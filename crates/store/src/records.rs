@@ -193,6 +193,83 @@ pub struct Transition {
     pub reason: Option<String>,
 }
 
+/// A webhook event to write to the outbox with the change it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhookEvent {
+    /// `evt_…`; also the `webhook-id` header, stable across retries.
+    pub id: String,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub url: String,
+    pub event: String,
+    /// The JSON body, rendered when the event happened.
+    pub body: String,
+}
+
+/// Where a webhook event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookState {
+    Pending,
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+    /// The target is not allowed (a private address); never sent.
+    Refused,
+}
+
+impl WebhookState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            "refused" => Self::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// A webhook event in the outbox, with its delivery record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEventRecord {
+    pub id: String,
+    /// Global write order; per session, events are delivered in this order.
+    pub seq: i64,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub url: String,
+    pub event: String,
+    pub body: String,
+    pub state: WebhookState,
+    pub attempts: u32,
+    pub next_attempt_at_ms: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAttempt {
+    /// `Pending` means: retry at `next_attempt_at_ms`.
+    pub state: WebhookState,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub next_attempt_at_ms: i64,
+    /// Whether a request was made (a refused target makes none).
+    pub counted: bool,
+}
+
 /// A saved browser state's home; every session belongs to one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvironmentRecord {

@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use crate::records::{
-    ApiKeyRecord, EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, SessionRecord, SessionStatus,
-    Transition, UserRecord,
+    ApiKeyRecord, EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, NewWebhookEvent, SessionRecord,
+    SessionStatus, Transition, UserRecord, WebhookAttempt, WebhookEventRecord, WebhookState,
 };
 use crate::{Result, Store, StoreError, migrations};
 
@@ -140,6 +140,40 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     })
 }
 
+/// Writes webhook events to the outbox inside the caller's transaction, due at once.
+fn enqueue(tx: &rusqlite::Transaction<'_>, outbox: Vec<NewWebhookEvent>, now_ms: i64) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO webhook_events (id, session_id, user_id, url, event, body, state, next_attempt_at, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
+    )?;
+    for e in outbox {
+        stmt.execute(params![e.id, e.session_id.to_string(), e.user_id.to_string(), e.url, e.event, e.body, now_ms])?;
+    }
+    Ok(())
+}
+
+fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<WebhookEventRecord> {
+    let state: String = row.get("state")?;
+    Ok(WebhookEventRecord {
+        id: row.get("id")?,
+        seq: row.get("seq")?,
+        session_id: uuid_col(row, "session_id")?,
+        user_id: uuid_col(row, "user_id")?,
+        url: row.get("url")?,
+        event: row.get("event")?,
+        body: row.get("body")?,
+        state: WebhookState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown webhook state {state}").into())
+        })?,
+        attempts: row.get("attempts")?,
+        next_attempt_at_ms: row.get("next_attempt_at")?,
+        last_status: row.get("last_status")?,
+        last_error: row.get("last_error")?,
+        created_at_ms: row.get("created_at")?,
+        delivered_at_ms: row.get("delivered_at")?,
+    })
+}
+
 /// Appends messages to a session's log inside the caller's transaction; ids continue
 /// from the session's highest.
 fn append_messages(tx: &rusqlite::Transaction<'_>, id: Uuid, messages: Vec<NewMessage>, now_ms: i64) -> Result<Vec<MessageRecord>> {
@@ -240,7 +274,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: &NewSession) -> Result<SessionRecord> {
+    async fn insert_session(&self, s: &NewSession, outbox: Vec<NewWebhookEvent>) -> Result<SessionRecord> {
         let s = s.clone();
         self.with(move |c| {
             let tx = c.transaction()?;
@@ -271,6 +305,7 @@ impl Store for SqliteStore {
                 ],
             )?;
             let rec = tx.query_row(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"), [s.id.to_string()], session_from_row)?;
+            enqueue(&tx, outbox, s.created_at_ms)?;
             tx.commit()?;
             Ok(rec)
         })
@@ -308,7 +343,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record(&self, id: Uuid, transition: Option<Transition>, messages: Vec<NewMessage>, now_ms: i64) -> Result<Vec<MessageRecord>> {
+    async fn record(
+        &self,
+        id: Uuid,
+        transition: Option<Transition>,
+        messages: Vec<NewMessage>,
+        outbox: Vec<NewWebhookEvent>,
+        now_ms: i64,
+    ) -> Result<Vec<MessageRecord>> {
         self.with(move |c| {
             let tx = c.transaction()?;
             if let Some(t) = transition {
@@ -319,6 +361,7 @@ impl Store for SqliteStore {
                 )?;
             }
             let out = append_messages(&tx, id, messages, now_ms)?;
+            enqueue(&tx, outbox, now_ms)?;
             tx.commit()?;
             Ok(out)
         })
@@ -342,12 +385,69 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_session_deleted(&self, id: Uuid, now_ms: i64) -> Result<()> {
+    async fn mark_session_deleted(&self, id: Uuid, now_ms: i64, outbox: Vec<NewWebhookEvent>) -> Result<()> {
         self.with(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            let n = tx.execute(
                 "UPDATE sessions SET status = 'terminated', browser_pid = NULL, updated_at = ?1, deleted_at = ?1 WHERE id = ?2 AND deleted_at IS NULL",
                 params![now_ms, id.to_string()],
             )?;
+            if n == 1 {
+                enqueue(&tx, outbox, now_ms)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_webhooks(&self, now_ms: i64, lease_until_ms: i64, limit: usize) -> Result<Vec<(WebhookEventRecord, String)>> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            // The oldest pending event of each session, if it is due and not leased.
+            let claimed: Vec<(WebhookEventRecord, String)> = tx
+                .prepare_cached(
+                    "SELECT e.*, u.webhook_secret AS secret FROM webhook_events e JOIN users u ON u.id = e.user_id \
+                     WHERE e.seq IN (SELECT MIN(seq) FROM webhook_events WHERE state = 'pending' GROUP BY session_id) \
+                     AND e.next_attempt_at <= ?1 AND (e.lease_until IS NULL OR e.lease_until <= ?1) ORDER BY e.seq LIMIT ?2",
+                )?
+                .query_map(params![now_ms, limit as i64], |r| Ok((webhook_from_row(r)?, r.get::<_, String>("secret")?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (e, _) in &claimed {
+                tx.execute("UPDATE webhook_events SET lease_until = ?1 WHERE seq = ?2", params![lease_until_ms, e.seq])?;
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_webhook_attempt(&self, id: &str, a: WebhookAttempt, now_ms: i64) -> Result<()> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            let delivered = (a.state == WebhookState::Delivered).then_some(now_ms);
+            c.execute(
+                "UPDATE webhook_events SET state = ?1, attempts = attempts + ?2, last_status = ?3, last_error = ?4, \
+                 next_attempt_at = ?5, lease_until = NULL, delivered_at = ?6 WHERE id = ?7",
+                params![a.state.as_str(), i64::from(a.counted), a.status, a.error, a.next_attempt_at_ms, delivered, id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_webhooks(&self, session_id: Uuid) -> Result<Vec<WebhookEventRecord>> {
+        self.with(move |c| {
+            Ok(c.prepare_cached("SELECT * FROM webhook_events WHERE session_id = ?1 ORDER BY seq")?
+                .query_map([session_id.to_string()], webhook_from_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn clear_webhook_leases(&self) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE webhook_events SET lease_until = NULL WHERE lease_until IS NOT NULL", [])?;
             Ok(())
         })
         .await
@@ -449,12 +549,12 @@ mod tests {
         let (b, kb) = user("b");
         store.create_user(&a, &ka).await.unwrap();
         store.create_user(&b, &kb).await.unwrap();
-        let s = store.insert_session(&session(a.id)).await.unwrap();
+        let s = store.insert_session(&session(a.id), vec![]).await.unwrap();
         assert_eq!(store.get_session(a.id, s.id).await.unwrap().as_ref(), Some(&s));
         assert_eq!(store.get_session(b.id, s.id).await.unwrap(), None);
         assert_eq!(store.list_sessions(b.id).await.unwrap(), vec![]);
         assert_eq!(store.recorded_browser_pids().await.unwrap(), vec![4242]);
-        store.mark_session_deleted(s.id, 20).await.unwrap();
+        store.mark_session_deleted(s.id, 20, vec![]).await.unwrap();
         assert_eq!(store.get_session(a.id, s.id).await.unwrap(), None);
         assert!(store.recorded_browser_pids().await.unwrap().is_empty());
     }
@@ -467,7 +567,7 @@ mod tests {
         let id = {
             let store = SqliteStore::open(&path).unwrap();
             store.create_user(&a, &ka).await.unwrap();
-            store.insert_session(&session(a.id)).await.unwrap().id
+            store.insert_session(&session(a.id), vec![]).await.unwrap().id
         };
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.fail_live_sessions("server restarted", 30).await.unwrap(), 1);
@@ -487,20 +587,61 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
         let (a, ka) = user("a");
         store.create_user(&a, &ka).await.unwrap();
-        let s = store.insert_session(&session(a.id)).await.unwrap();
+        let s = store.insert_session(&session(a.id), vec![]).await.unwrap();
         let t = Transition { status: ExecutionStatus::WaitingForInput, reason: None };
         let first = store
-            .record(s.id, Some(t), vec![NewMessage::text(MessageType::User, "hi"), NewMessage::text(MessageType::Question, "which?")], 11)
+            .record(s.id, Some(t), vec![NewMessage::text(MessageType::User, "hi"), NewMessage::text(MessageType::Question, "which?")], vec![], 11)
             .await
             .unwrap();
         assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2]);
         let obj = NewMessage { kind: MessageType::Done, content: serde_json::json!({"price": "$5"}), metadata: serde_json::json!({"step": 3}) };
-        store.record(s.id, None, vec![obj.clone()], 12).await.unwrap();
+        store.record(s.id, None, vec![obj.clone()], vec![], 12).await.unwrap();
         let rec = store.get_session(a.id, s.id).await.unwrap().unwrap();
         assert_eq!((rec.execution_status, rec.status), (ExecutionStatus::WaitingForInput, SessionStatus::Running));
         let after = store.list_messages(s.id, 2, 10).await.unwrap();
         assert_eq!(after.len(), 1);
         assert_eq!((after[0].id, &after[0].content, &after[0].metadata), (3, &obj.content, &obj.metadata));
         assert_eq!(store.list_messages(s.id, 0, 2).await.unwrap().len(), 2, "the limit bounds a page");
+    }
+
+    #[tokio::test]
+    async fn the_outbox_hands_out_one_event_per_session_in_order_with_a_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let (a, ka) = user("a");
+        store.create_user(&a, &ka).await.unwrap();
+        let ev = |id: &str, sid: Uuid| NewWebhookEvent {
+            id: id.into(),
+            session_id: sid,
+            user_id: a.id,
+            url: "http://x.test/".into(),
+            event: "task.started".into(),
+            body: "{}".into(),
+        };
+        let s1 = store.insert_session(&session(a.id), vec![]).await.unwrap();
+        let s2 = store.insert_session(&session(a.id), vec![]).await.unwrap();
+        store.record(s1.id, None, vec![], vec![ev("e1", s1.id), ev("e2", s1.id)], 10).await.unwrap();
+        store.record(s2.id, None, vec![], vec![ev("e3", s2.id)], 10).await.unwrap();
+        let got = store.claim_webhooks(10, 100, 10).await.unwrap();
+        let ids: Vec<&str> = got.iter().map(|(e, _)| e.id.as_str()).collect();
+        assert_eq!(ids, ["e1", "e3"], "one per session, the oldest first");
+        assert_eq!(got[0].1, "whsec_x", "with the user's secret");
+        assert!(store.claim_webhooks(50, 150, 10).await.unwrap().is_empty(), "leased");
+        let retry = WebhookAttempt { state: WebhookState::Pending, status: Some(500), error: None, next_attempt_at_ms: 200, counted: true };
+        store.finish_webhook_attempt("e1", retry, 60).await.unwrap();
+        let done = WebhookAttempt { state: WebhookState::Delivered, status: Some(200), error: None, next_attempt_at_ms: 60, counted: true };
+        store.finish_webhook_attempt("e3", done, 60).await.unwrap();
+        assert!(store.claim_webhooks(100, 150, 10).await.unwrap().is_empty(), "e1 waits for its retry time; e2 waits behind e1");
+        store.finish_webhook_attempt("e1", WebhookAttempt { state: WebhookState::Delivered, ..retry_ok() }, 210).await.unwrap();
+        let next = store.claim_webhooks(210, 300, 10).await.unwrap();
+        assert_eq!(next.iter().map(|(e, _)| e.id.as_str()).collect::<Vec<_>>(), ["e2"]);
+        store.clear_webhook_leases().await.unwrap();
+        assert_eq!(store.claim_webhooks(220, 300, 10).await.unwrap().len(), 1, "a restart voids leases");
+        let log = store.list_webhooks(s1.id).await.unwrap();
+        assert_eq!((log[0].state, log[0].attempts, log[0].last_status), (WebhookState::Delivered, 2, Some(200)));
+    }
+
+    fn retry_ok() -> WebhookAttempt {
+        WebhookAttempt { state: WebhookState::Delivered, status: Some(200), error: None, next_attempt_at_ms: 0, counted: true }
     }
 }

@@ -101,6 +101,10 @@ pub async fn metrics_get(
     for (outcome, c) in [("started", &m.tasks_started), ("finished", &m.tasks_finished), ("failed", &m.tasks_failed), ("cancelled", &m.tasks_cancelled)] {
         let _ = writeln!(out, "agentbox_tasks_total{{outcome=\"{outcome}\"}} {}", Metrics::get(c));
     }
+    let _ = writeln!(out, "# HELP agentbox_webhook_deliveries_total Webhook delivery attempts by outcome.\n# TYPE agentbox_webhook_deliveries_total counter");
+    for (outcome, c) in [("delivered", &m.webhooks_delivered), ("failed_attempt", &m.webhooks_failed_attempts), ("given_up", &m.webhooks_given_up), ("refused", &m.webhooks_refused)] {
+        let _ = writeln!(out, "agentbox_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}", Metrics::get(c));
+    }
     let _ = writeln!(out, "# HELP agentbox_http_requests_total HTTP requests by method, route template and status.\n# TYPE agentbox_http_requests_total counter");
     for ((method, route, status), n) in http.counts.lock().expect("metrics lock").iter() {
         let _ = writeln!(out, "agentbox_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");

@@ -29,6 +29,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/sessions/{id}/message", post(sessions::sessions_message))
         .route("/v1/sessions/{id}/messages", get(sessions::sessions_messages))
         .route("/v1/sessions/{id}/events", get(events::sessions_events))
+        .route("/v1/sessions/{id}/webhook_deliveries", get(sessions::sessions_webhook_deliveries))
         .route("/v1/sessions/{id}/pause", post(sessions::sessions_pause))
         .route("/v1/sessions/{id}/resume", post(sessions::sessions_resume))
         .route("/v1/sessions/{id}/cancel", post(sessions::sessions_cancel))

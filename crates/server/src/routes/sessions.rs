@@ -11,7 +11,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, SessionId};
 use crate::wire::{
     CreateSessionRequest, DeleteQuery, DeleteResponse, MessageRequest, MessagesQuery, MessagesResponse, NavigateRequest, NavigateResponse,
-    ScreenshotResponse, SessionResponse, StatusResponse, SuccessResponse,
+    ScreenshotResponse, SessionResponse, StatusResponse, SuccessResponse, WebhookDeliveriesResponse,
 };
 
 type Eng = State<Arc<Engine>>;
@@ -203,4 +203,17 @@ pub async fn sessions_resume(State(engine): Eng, AuthUser(user): AuthUser, id: S
 pub async fn sessions_cancel(State(engine): Eng, AuthUser(user): AuthUser, id: SessionId) -> Result<Json<SuccessResponse>, ApiError> {
     engine.cancel(&user, id.require()?).await?;
     Ok(Json(SuccessResponse { success: true, message: "Session cancelled successfully".to_owned() }))
+}
+
+/// (ext) The session's webhook events and how their delivery went, oldest first.
+#[utoipa::path(get, path = "/v1/sessions/{id}/webhook_deliveries", tag = "sessions", params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = WebhookDeliveriesResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sessions_webhook_deliveries(
+    State(engine): Eng,
+    AuthUser(user): AuthUser,
+    id: SessionId,
+) -> Result<Json<WebhookDeliveriesResponse>, ApiError> {
+    let list = engine.webhook_deliveries(&user, id.require()?).await?;
+    Ok(Json(WebhookDeliveriesResponse { deliveries: list.into_iter().map(Into::into).collect() }))
 }

@@ -10,3 +10,4 @@ mod recovery;
 mod sdk;
 mod sessions;
 mod support;
+mod webhooks;
