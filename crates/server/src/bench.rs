@@ -25,6 +25,21 @@ pub enum BenchCommand {
         #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
         chromium_path: Option<PathBuf>,
     },
+    /// SSE fan-out latency (message appended → event received) at 1 and N subscribers,
+    /// and webhook deliveries per second to a local receiver.
+    Events {
+        /// Messages per fan-out measurement.
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        /// The large subscriber count.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Webhook events to deliver.
+        #[arg(long, default_value_t = 1000)]
+        webhooks: usize,
+        #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
+        chromium_path: Option<PathBuf>,
+    },
     /// Agent step overhead without a model: observation build and action execution on a
     /// page with about 500 interactive elements, directly and through a running task.
     Step {
@@ -43,6 +58,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             bench_create(iterations.max(1), idle_sessions, chromium_path).await?
         }
         BenchCommand::Step { iterations, chromium_path } => bench_step(iterations.max(1), chromium_path).await?,
+        BenchCommand::Events { messages, subscribers, webhooks, chromium_path } => {
+            bench_events(messages.max(1), subscribers.max(1), webhooks.max(1), chromium_path).await?
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -68,6 +86,8 @@ impl Server {
             max_sessions: Some(64),
             max_sessions_per_user: Some(64),
             chromium_path,
+            // The events bench delivers to a receiver on 127.0.0.1.
+            webhook_allow_private: Some(true),
             ..Default::default()
         };
         let app = Application::build(Config::load(&args)?).await?;
@@ -241,6 +261,127 @@ async fn bench_step(n: usize, chromium_path: Option<PathBuf>) -> anyhow::Result<
     server.delete(&id).await?;
     server.stop().await?;
     site.abort();
+    Ok(())
+}
+
+/// Reads `user` events "ping N" from one SSE stream and reports when each arrived.
+async fn sse_reader(
+    resp: reqwest::Response,
+    arrived: tokio::sync::mpsc::UnboundedSender<(usize, Instant)>,
+) {
+    let mut resp = resp;
+    let mut buf = String::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let now = Instant::now();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
+                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                    if let Some(n) = v["text"].as_str().and_then(|t| t.strip_prefix("ping ")).and_then(|n| n.parse().ok()) {
+                        let _ = arrived.send((n, now));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn fan_out(server: &Server, id: &str, subscribers: usize, messages: usize) -> anyhow::Result<Vec<Duration>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    for _ in 0..subscribers {
+        let resp = http
+            .get(format!("{}/v1/sessions/{id}/events?event_types=user&include_history=false", server.base))
+            .bearer_auth(&server.key)
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 200, "SSE answered {}", resp.status());
+        readers.push(tokio::spawn(sse_reader(resp, tx.clone())));
+    }
+    drop(tx);
+    let mut samples = Vec::with_capacity(subscribers * messages);
+    for n in 0..messages {
+        let sent = Instant::now();
+        server.call(reqwest::Method::POST, &format!("/v1/sessions/{id}/message"), Some(json!({ "message": format!("ping {n}") }))).await?;
+        let mut got = 0;
+        while got < subscribers {
+            let (m, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await?.context("a reader ended")?;
+            if m == n {
+                samples.push(at - sent);
+                got += 1;
+            }
+        }
+    }
+    for r in readers {
+        r.abort();
+    }
+    Ok(samples)
+}
+
+async fn bench_events(messages: usize, subscribers: usize, webhooks: usize, chromium_path: Option<PathBuf>) -> anyhow::Result<()> {
+    println!("agentbox bench events: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let server = Server::start(1, chromium_path).await?;
+    let id = server.create().await?;
+    // A long task, so each message is context appended to the log (and streamed).
+    server.call(reqwest::Method::POST, &format!("/v1/sessions/{id}/message"), Some(json!({ "message": "wait 30 seconds then wait 30 seconds" }))).await?;
+    let one = fan_out(&server, &id, 1, messages).await?;
+    report("SSE append → receive, 1 subscriber", one, None);
+    let many = fan_out(&server, &id, subscribers, messages).await?;
+    let mut sorted = many.clone();
+    sorted.sort();
+    report(&format!("SSE append → receive, {subscribers} subscribers"), many, None);
+    println!("  p99 at {subscribers} subscribers: {:.1} ms (target ≤ 50 ms)", ms(percentile(&sorted, 99.0)));
+
+    // Webhooks: a receiver on 127.0.0.1 answering 200; events written straight to the outbox
+    // for 50 sessions (order is per session, so sessions deliver in parallel) and for one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", listener.local_addr()?);
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let c = counter.clone();
+            async move {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    let receiver = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let user_id = server.app_engine.authenticate(&server.key).await?.context("the bench user")?.id;
+    for sessions in [50usize, 1] {
+        received.store(0, std::sync::atomic::Ordering::Relaxed);
+        let per = webhooks.div_ceil(sessions);
+        let started = Instant::now();
+        for _ in 0..sessions {
+            let sid = uuid::Uuid::new_v4();
+            let outbox = (0..per)
+                .map(|i| agentbox_store::NewWebhookEvent {
+                    id: format!("evt_bench_{}_{i}", sid.simple()),
+                    session_id: sid,
+                    user_id,
+                    url: hook.clone(),
+                    event: "task.started".into(),
+                    body: json!({ "n": i }).to_string(),
+                })
+                .collect();
+            server.app_engine.store().record(sid, None, vec![], outbox, agentbox_engine::time::now_ms()).await?;
+        }
+        let total = per * sessions;
+        while received.load(std::sync::atomic::Ordering::Relaxed) < total {
+            server.app_engine.deliver_webhooks_once().await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!("webhooks: {total} events over {sessions} session(s) delivered in {:.2} s = {:.0}/s", secs, total as f64 / secs);
+    }
+    receiver.abort();
+    server.delete(&id).await?;
+    server.stop().await?;
     Ok(())
 }
 
