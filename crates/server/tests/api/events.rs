@@ -197,3 +197,44 @@ async fn a_hundred_subscribers_each_receive_every_event_and_metrics_count_them()
     assert!(text.contains("agentbox_sessions{status=\"completed\"} 1"), "{text}");
     assert!(text.contains("agentbox_http_requests_total{method=\"POST\",route=\"/v1/sessions/{id}/message\",status=\"200\"} 1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_never_holds_up_the_others_and_loses_nothing_by_resuming() {
+    let server = Server::start(&["--pool-size", "1"]).await;
+    let sid = server.create_session().await;
+    let r = server.post(&format!("/v1/sessions/{sid}/message"), r#"{"message": "wait 30 seconds then wait 30 seconds"}"#).await;
+    assert_eq!(r.status, 200);
+    let mut slow = Sse::open(&server, &sid, "?event_types=user", None).await; // reads nothing for now
+    let mut fast = Sse::open(&server, &sid, "?event_types=user", None).await;
+    let filler = "x".repeat(9000);
+    let n = 1200; // more than the live buffer, and more bytes than the socket buffers hold
+    let reader = tokio::spawn(async move {
+        let mut texts = Vec::new();
+        while texts.len() < n + 1 {
+            texts.push(fast.next().await.expect("the fast subscriber keeps its stream").data["text"].as_str().unwrap().to_owned());
+        }
+        texts
+    });
+    for i in 0..n {
+        let body = json!({ "message": format!("{i} {filler}") }).to_string();
+        assert_eq!(server.post(&format!("/v1/sessions/{sid}/message"), &body).await.status, 200);
+    }
+    let texts = reader.await.unwrap();
+    assert_eq!(texts.len(), n + 1, "the task's message and every context message");
+
+    // The slow one now reads: its stream may have been cut; resuming fills the gap.
+    let mut ids = Vec::new();
+    let mut last = None;
+    loop {
+        while let Some(e) = tokio::time::timeout(Duration::from_secs(2), slow.next()).await.ok().flatten() {
+            ids.push(e.id.unwrap());
+            last = e.id;
+        }
+        if ids.len() >= n + 1 {
+            break;
+        }
+        slow = Sse::open(&server, &sid, "?event_types=user", last).await;
+    }
+    let want: Vec<i64> = (1..=(n as i64 + 1)).collect();
+    assert_eq!(ids, want, "every message once, in order");
+}
