@@ -276,13 +276,11 @@ async fn sse_reader(
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {
             let block: String = buf.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
-                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                    if let Some(n) = v["text"].as_str().and_then(|t| t.strip_prefix("ping ")).and_then(|n| n.parse().ok()) {
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:"))
+                && let Ok(v) = serde_json::from_str::<Value>(data.trim())
+                    && let Some(n) = v["text"].as_str().and_then(|t| t.strip_prefix("ping ")).and_then(|n| n.parse().ok()) {
                         let _ = arrived.send((n, now));
                     }
-                }
-            }
         }
     }
 }

@@ -230,7 +230,7 @@ async fn a_subscriber_that_stops_reading_never_holds_up_the_others_and_loses_not
             ids.push(e.id.unwrap());
             last = e.id;
         }
-        if ids.len() >= n + 1 {
+        if ids.len() > n {
             break;
         }
         slow = Sse::open(&server, &sid, "?event_types=user", last).await;
