@@ -119,6 +119,8 @@ pub struct Engine {
     metrics: Arc<crate::metrics::Metrics>,
     /// Wakes the webhook worker when a session writes an event.
     webhooks: Arc<tokio::sync::Notify>,
+    /// Set when the server begins to stop: long-lived streams end so that it can.
+    closing: watch::Sender<bool>,
 }
 
 /// Why the engine could not start.
@@ -164,6 +166,7 @@ impl Engine {
             http,
             metrics: Arc::default(),
             webhooks: Arc::default(),
+            closing: watch::channel(false).0,
             config,
             store,
             pool: pool.clone(),
@@ -552,8 +555,19 @@ impl Engine {
         report
     }
 
+    /// The server is stopping: streams that follow sessions should end now.
+    pub fn begin_shutdown(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    /// Resolves once [`Engine::begin_shutdown`] was called.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Stops the drivers, closes every session's browser and waits for all of it.
     pub async fn shutdown(&self) {
+        self.begin_shutdown();
         let handles: Vec<(Uuid, Arc<SessionHandle>)> = {
             let mut reg = self.registry.lock().expect("registry lock");
             reg.shutting_down = true;

@@ -78,6 +78,12 @@ impl Application {
     /// kills every browser before returning.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let router = crate::routes::router(self.engine.clone());
+        let engine = self.engine.clone();
+        // Graceful shutdown waits for open requests; SSE streams end when told to.
+        let shutdown = async move {
+            shutdown.await;
+            engine.begin_shutdown();
+        };
         let served = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
         self.engine.shutdown().await;
         served.context("the HTTP server failed")

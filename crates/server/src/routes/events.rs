@@ -6,7 +6,7 @@
 //! seam. The stream is a plain state machine (no task is spawned per subscriber); it ends
 //! when the client goes, after a `done` or `error` event, when the session ends, or when
 //! the subscriber falls more than the live buffer behind (the client then resumes with
-//! `Last-Event-ID`). A heartbeat is sent every `sse_heartbeat`.
+//! `Last-Event-ID`), or when the server begins to stop. A heartbeat is sent every `sse_heartbeat`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -91,6 +91,7 @@ pub async fn sessions_events(
         None => engine.messages(&user, id, 0, false).await?.0.last().map_or(0, |m| m.id),
     };
     let guard = engine.metrics().sse_subscriber();
+    let closing = engine.closing();
     let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + engine.config().sse_heartbeat, engine.config().sse_heartbeat);
     let feed = Feed {
         engine,
@@ -104,6 +105,7 @@ pub async fn sessions_events(
         queue: VecDeque::new(),
         ending: false,
         heartbeat,
+        closing,
         _guard: guard,
     };
     let stream = futures_util::stream::unfold(feed, |mut f| async move { f.next().await.map(|ev| (Ok(ev), f)) });
@@ -124,6 +126,8 @@ struct Feed {
     /// A `done` or `error` is queued: end once the queue is sent.
     ending: bool,
     heartbeat: tokio::time::Interval,
+    /// The server is stopping.
+    closing: tokio::sync::watch::Receiver<bool>,
     _guard: agentbox_engine::metrics::SubscriberGuard,
 }
 
@@ -133,7 +137,7 @@ impl Feed {
             if let Some(ev) = self.queue.pop_front() {
                 return Some(ev);
             }
-            if self.ending {
+            if self.ending || *self.closing.borrow() {
                 return None;
             }
             if !self.history_done {
@@ -161,6 +165,7 @@ impl Feed {
                     // Too far behind, or the session ended: the client resumes from the log.
                     Err(_) => return None,
                 },
+                _ = self.closing.changed() => return None,
                 _ = self.heartbeat.tick() => {
                     if self.types.contains(&"heartbeat") {
                         return Some(Event::default().event("heartbeat").data(json!({ "timestamp": iso8601(now_ms()) }).to_string()));

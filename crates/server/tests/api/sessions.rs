@@ -157,9 +157,12 @@ async fn a_session_idle_past_the_timeout_is_ended_and_its_browser_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_sessions_and_kills_every_browser_before_exit() {
     let mut server = Server::start(&["--pool-size", "1"]).await;
-    server.create_session().await;
+    let sid = server.create_session().await;
     assert!(!server.browser_processes().is_empty());
+    // An open event stream does not hold the server up: it is ended.
+    let mut sse = crate::events::Sse::open(&server, &sid, "", None).await;
     assert!(server.stop(), "clean exit on SIGTERM; log:\n{}", server.log());
+    assert_eq!(sse.next().await, None, "the stream ended");
     assert!(server.browser_processes().is_empty(), "no browser outlives the server");
     assert!(server.profile_dirs().is_empty());
 }
