@@ -77,6 +77,8 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_webhook_leases(&self) -> Result<()>;
     /// Up to `limit` messages of a session with `id > after_id`, oldest first.
     async fn list_messages(&self, id: Uuid, after_id: i64, limit: usize) -> Result<Vec<MessageRecord>>;
+    /// The id of a session's newest message (0 when it has none).
+    async fn last_message_id(&self, id: Uuid) -> Result<i64>;
     async fn set_max_steps(&self, id: Uuid, max_steps: u32, now_ms: i64) -> Result<()>;
     /// Marks a session deleted (`terminated`) and forgets its browser pid; writes its
     /// webhook events in the same transaction.

@@ -377,6 +377,13 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn last_message_id(&self, id: Uuid) -> Result<i64> {
+        self.with(move |c| {
+            Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM messages WHERE session_id = ?1", [id.to_string()], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn set_max_steps(&self, id: Uuid, max_steps: u32, now_ms: i64) -> Result<()> {
         self.with(move |c| {
             c.execute("UPDATE sessions SET max_steps = ?1, updated_at = ?2 WHERE id = ?3", params![max_steps, now_ms, id.to_string()])?;

@@ -88,7 +88,7 @@ pub async fn sessions_events(
     let after = match resume {
         Some(n) => n,
         None if q.include_history.unwrap_or(true) => 0,
-        None => engine.messages(&user, id, 0, false).await?.0.last().map_or(0, |m| m.id),
+        None => engine.store().last_message_id(id).await?,
     };
     let guard = engine.metrics().sse_subscriber();
     let closing = engine.closing();

@@ -131,6 +131,16 @@ async fn a_task_streams_in_order_and_late_filtered_and_resuming_clients_get_exac
     let sanitized = Sse::open(&server, &sid, "", None).await.all().await;
     assert!(!sanitized.iter().any(|e| e.event == "log"), "sanitize (the default) hides log events");
     assert_eq!(sanitized.len(), all.iter().filter(|e| e.event != "log").count());
+
+    // include_history=false: only what happens from now on.
+    let mut fresh = Sse::open(&server, &sid, "?include_history=false", None).await;
+    let (status, _) = server.run_task(&sid, "what is the page title").await;
+    assert_eq!(status, "finished");
+    let next = fresh.all().await;
+    assert_eq!(next[0].event, "user");
+    assert_eq!(next[0].data["text"], "what is the page title");
+    assert!(next[0].id.unwrap() > *ids.last().unwrap());
+    assert_eq!(next.last().unwrap().data["result"], "Products");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
