@@ -68,6 +68,20 @@ pub struct SendMessage {
     pub max_steps: Option<MaxSteps>,
 }
 
+/// Who asks for a session's DevTools connection.
+pub enum CdpAccess<'a> {
+    /// A `cdp` token from the session's `cdp_url`.
+    Token(&'a str),
+    /// A user authenticated with an API key.
+    User(&'a UserRecord),
+}
+
+/// Where to proxy a DevTools client, and when to hang up.
+pub struct CdpEndpoint {
+    pub devtools_url: String,
+    pub ended: watch::Receiver<bool>,
+}
+
 /// Most messages one poll returns; page with `after_id` for more.
 pub const MESSAGES_PAGE: usize = 5000;
 
@@ -401,6 +415,38 @@ impl Engine {
         Ok(live)
     }
 
+    /// Where a DevTools client of the session connects, and a signal that turns true when
+    /// the session ends. Access is a `cdp` token for this session, or its owner's key.
+    pub async fn cdp_endpoint(&self, access: CdpAccess<'_>, id: Uuid) -> Result<CdpEndpoint, crate::error::CdpError> {
+        use crate::error::CdpError as E;
+        let owner = match access {
+            CdpAccess::Token(t) => {
+                let claims = self.tokens.verify(t, now_ms()).map_err(|e| E::Unauthorized(format!("the cdp token is not valid: {e}")))?;
+                if claims.session_id != id || claims.scope != TokenScope::Cdp {
+                    return Err(E::Unauthorized("the token is not a cdp token of this session".into()));
+                }
+                None
+            }
+            CdpAccess::User(u) => Some(u.id),
+        };
+        let found = self.registry.lock().expect("registry lock").sessions.get(&id).cloned();
+        match found {
+            Some(h) if owner.is_none_or(|o| o == h.user_id) => {
+                h.touch();
+                Ok(CdpEndpoint { devtools_url: h.devtools_url.clone(), ended: h.control.ended() })
+            }
+            Some(_) => Err(E::NotFound),
+            None => match owner {
+                Some(u) => match self.store.get_session(u, id).await? {
+                    Some(rec) => Err(E::BrowserGone(rec.status_reason.unwrap_or_else(|| session::BROWSER_DIED.into()))),
+                    None => Err(E::NotFound),
+                },
+                // A valid token of a session that has ended.
+                None => Err(E::Unauthorized("the session of this token has ended".into())),
+            },
+        }
+    }
+
     /// The webhook events of one of the user's sessions (deleted ones too), oldest first.
     pub async fn webhook_deliveries(&self, user: &UserRecord, id: Uuid) -> Result<Vec<agentbox_store::WebhookEventRecord>, LookupError> {
         self.store.get_session_any(user.id, id).await?.ok_or(LookupError::NotFound)?;
@@ -590,6 +636,14 @@ impl Engine {
     /// Signs a link token for a session.
     pub fn sign_token(&self, session_id: Uuid, scope: TokenScope, expires_at_ms: i64) -> String {
         self.tokens.sign(&Claims { session_id, scope, expires_at_ms })
+    }
+
+    /// The session's `cdp_url` without its token.
+    pub fn public_cdp_url(&self, id: Uuid) -> String {
+        let mut cdp = base_with_slash(&self.config.public_url).join(&format!("v1/sessions/{id}/cdp")).expect("a relative path joins");
+        let ws_scheme = if cdp.scheme() == "https" { "wss" } else { "ws" };
+        cdp.set_scheme(ws_scheme).expect("http(s) and ws(s) are interchangeable");
+        cdp.to_string()
     }
 
     fn view(&self, record: SessionRecord) -> SessionView {

@@ -101,3 +101,18 @@ impl From<ActionError> for ControlError {
         }
     }
 }
+
+/// Opening a DevTools connection to a session's browser.
+#[derive(Debug, thiserror::Error)]
+pub enum CdpError {
+    /// No valid credential: a missing, malformed, expired or foreign token, or a key that
+    /// does not own the session.
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("session not found")]
+    NotFound,
+    #[error("{0}")]
+    BrowserGone(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -38,6 +38,8 @@ pub(crate) enum Command {
 /// The registry's handle on a running actor.
 pub(crate) struct SessionHandle {
     pub user_id: Uuid,
+    /// The browser-level DevTools WebSocket on 127.0.0.1, for the CDP proxy.
+    pub devtools_url: String,
     pub control: Arc<Control>,
     pub tx: mpsc::Sender<Command>,
     pub task: JoinHandle<()>,
@@ -98,8 +100,9 @@ pub(crate) fn spawn(view: crate::engine::SessionView, browser: Browser, store: A
         screenshot_quality: settings.screenshot_quality,
     };
     let control = Control::new(view, store, env);
+    let devtools_url = browser.ws_url().to_owned();
     let task = tokio::spawn(run(id, browser, rx, control.clone(), settings));
-    SessionHandle { user_id, control, tx, task, last_used: Mutex::new(Instant::now()) }
+    SessionHandle { user_id, devtools_url, control, tx, task, last_used: Mutex::new(Instant::now()) }
 }
 
 #[tracing::instrument(skip_all, fields(session_id = %id))]

@@ -118,6 +118,8 @@ pub(crate) struct Control {
     /// a follower that falls behind by more than this many messages is dropped and resumes
     /// from the log.
     live: tokio::sync::broadcast::Sender<MessageRecord>,
+    /// Set when the session ends: proxied DevTools connections close.
+    ended: watch::Sender<bool>,
 }
 
 /// How many messages a live follower may fall behind before it is dropped.
@@ -151,11 +153,17 @@ impl Control {
             agent: Mutex::new(None),
             env: Arc::new(env),
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
+            ended: watch::channel(false).0,
         })
     }
 
     pub fn tabs(&self) -> &Arc<Tabs> {
         &self.env.tabs
+    }
+
+    /// Turns true when the session ends.
+    pub fn ended(&self) -> watch::Receiver<bool> {
+        self.ended.subscribe()
     }
 
     /// Follows the messages written from now on.
@@ -377,6 +385,7 @@ impl Control {
 
     /// The session ends: stops the agent and waits for it to be gone.
     pub async fn close(&self) {
+        let _ = self.ended.send(true);
         {
             let mut st = self.state.lock().await;
             st.task += 1;

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use agentbox_browser::LaunchError;
-use agentbox_engine::error::{ActionError, CapacityScope, ControlError, CreateError, DeleteError, LookupError};
+use agentbox_engine::error::{ActionError, CapacityScope, CdpError, ControlError, CreateError, DeleteError, LookupError};
 use agentbox_store::StoreError;
 
 /// Stable error codes. The status each maps to is fixed in [`Code::status`].
@@ -20,6 +20,7 @@ pub enum Code {
     ValidationError,
     InvalidUrl,
     PayloadTooLarge,
+    WebsocketRequired,
     BrowserGone,
     AlreadyPaused,
     NotPaused,
@@ -42,6 +43,7 @@ impl Code {
             Self::ValidationError => "validation_error",
             Self::InvalidUrl => "invalid_url",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::WebsocketRequired => "websocket_required",
             Self::BrowserGone => "browser_gone",
             Self::AlreadyPaused => "already_paused",
             Self::NotPaused => "not_paused",
@@ -63,6 +65,7 @@ impl Code {
             Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidUrl => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::WebsocketRequired => StatusCode::UPGRADE_REQUIRED,
             Self::BrowserGone | Self::AlreadyPaused | Self::NotPaused | Self::NoTaskRunning => StatusCode::CONFLICT,
             Self::CapacityExceeded | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::BrowserLaunchFailed | Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
@@ -227,6 +230,17 @@ impl From<ControlError> for ApiError {
             ControlError::NoTaskRunning => Self::new(Code::NoTaskRunning, detail),
             ControlError::BrowserGone(_) => Self::new(Code::BrowserGone, detail),
             ControlError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<CdpError> for ApiError {
+    fn from(e: CdpError) -> Self {
+        match e {
+            CdpError::Unauthorized(why) => Self::new(Code::Unauthorized, format!("{}.", capitalize(&why))),
+            CdpError::NotFound => Self::not_found("session"),
+            CdpError::BrowserGone(why) => Self::new(Code::BrowserGone, capitalize(&why)),
+            CdpError::Store(s) => s.into(),
         }
     }
 }

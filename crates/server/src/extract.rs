@@ -21,7 +21,14 @@ impl FromRequestParts<Arc<Engine>> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, engine: &Arc<Engine>) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        user_from_headers(&parts.headers, engine).await.map(AuthUser)
+    }
+}
+
+/// The user whose API key the `Authorization: Bearer` header carries.
+pub async fn user_from_headers(headers: &axum::http::HeaderMap, engine: &Engine) -> Result<UserRecord, ApiError> {
+    {
+        let Some(value) = headers.get(AUTHORIZATION) else {
             return Err(ApiError::new(Code::Unauthorized, "Missing Authorization header; send 'Authorization: Bearer <api key>'."));
         };
         let key = value
@@ -33,7 +40,7 @@ impl FromRequestParts<Arc<Engine>> for AuthUser {
             .filter(|k| !k.is_empty())
             .ok_or_else(|| ApiError::new(Code::Unauthorized, "The Authorization header must be 'Bearer <api key>'."))?;
         match engine.authenticate(key).await? {
-            Some(user) => Ok(AuthUser(user)),
+            Some(user) => Ok(user),
             None => Err(ApiError::new(Code::Unauthorized, "The API key is unknown or revoked; check the key you send.")),
         }
     }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{events, meta, sessions};
+use crate::routes::{cdp, events, meta, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,8 @@ use crate::routes::{events, meta, sessions};
         sessions::sessions_message,
         sessions::sessions_messages,
         events::sessions_events,
+        cdp::sessions_cdp,
+        cdp::sessions_cdp_version,
         sessions::sessions_webhook_deliveries,
         sessions::sessions_pause,
         sessions::sessions_resume,

@@ -1,5 +1,6 @@
 //! The router: every route, its fallbacks, the body limit and the request log.
 
+pub mod cdp;
 pub mod events;
 pub mod meta;
 pub mod sessions;
@@ -29,6 +30,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/sessions/{id}/message", post(sessions::sessions_message))
         .route("/v1/sessions/{id}/messages", get(sessions::sessions_messages))
         .route("/v1/sessions/{id}/events", get(events::sessions_events))
+        .route("/v1/sessions/{id}/cdp", get(cdp::sessions_cdp))
+        .route("/v1/sessions/{id}/cdp/json/version", get(cdp::sessions_cdp_version))
         .route("/v1/sessions/{id}/webhook_deliveries", get(sessions::sessions_webhook_deliveries))
         .route("/v1/sessions/{id}/pause", post(sessions::sessions_pause))
         .route("/v1/sessions/{id}/resume", post(sessions::sessions_resume))

@@ -2,6 +2,7 @@
 //! real HTTP on 127.0.0.1. One test binary; modules by theme.
 
 mod agent;
+mod cdp;
 mod errors;
 mod events;
 mod llm;
