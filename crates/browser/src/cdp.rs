@@ -103,6 +103,12 @@ impl Connection {
         self.events.subscribe()
     }
 
+    /// Resolves once the socket has closed.
+    pub async fn wait_closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
     /// True once the socket has closed (the browser exited or dropped us).
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()

@@ -81,6 +81,8 @@ pub struct Browser {
     exited: watch::Receiver<bool>,
     tasks: [JoinHandle<()>; 2],
     killed: bool,
+    /// A browser someone else runs: never killed, no profile dir of ours.
+    external: bool,
 }
 
 impl Browser {
@@ -156,7 +158,42 @@ impl Browser {
         };
         std::mem::forget(guard);
         tracing::debug!(pid, devtools_ms = devtools_after.as_secs_f64() * 1e3, ready_ms = started.elapsed().as_secs_f64() * 1e3, "browser launched");
-        Ok(Browser { pid, ws_url, profile_dir: opts.profile_dir.clone(), conn, page, exited, tasks, killed: false })
+        Ok(Browser { pid, ws_url, profile_dir: opts.profile_dir.clone(), conn, page, exited, tasks, killed: false, external: false })
+    }
+
+    /// Attaches to a browser someone else runs, by its browser-level DevTools WebSocket URL.
+    /// Closing or dropping it only disconnects: a browser agentbox did not start is never
+    /// killed. It counts as exited when the connection drops.
+    pub async fn connect_external(ws_url: &str, viewport: (u32, u32), timeout: Duration) -> Result<Browser, LaunchError> {
+        let setup = async {
+            let conn = Connection::connect(ws_url).await?;
+            let page = Page::attach_first(&conn, viewport).await?;
+            Ok::<_, CdpError>((conn, page))
+        };
+        let (conn, page) = tokio::time::timeout(timeout, setup).await.map_err(|_| LaunchError::Timeout(timeout))??;
+        let (exited_tx, exited) = watch::channel(false);
+        let watched = conn.clone();
+        let waiter = tokio::spawn(async move {
+            watched.wait_closed().await;
+            let _ = exited_tx.send(true);
+        });
+        let idle = tokio::spawn(async {});
+        Ok(Browser {
+            pid: 0,
+            ws_url: ws_url.to_owned(),
+            profile_dir: PathBuf::new(),
+            conn,
+            page,
+            exited,
+            tasks: [idle, waiter],
+            killed: true,
+            external: true,
+        })
+    }
+
+    /// True for a browser agentbox attached to but did not start.
+    pub fn is_external(&self) -> bool {
+        self.external
     }
 
     /// The main process id; it is also the process group id.
@@ -197,6 +234,9 @@ impl Browser {
     /// Kills the process group, waits until none of its processes runs, then removes the
     /// profile dir: when this returns, nothing of the browser is left.
     pub async fn close(mut self) {
+        if self.external {
+            return;
+        }
         kill_group(self.pid);
         self.killed = true;
         // SIGKILL cannot be ignored; the waits are bounded anyway so a stuck kernel state
@@ -219,6 +259,9 @@ impl Remains {
     /// Waits (up to 5 s) until no process of the group runs, then removes the dir.
     /// Blocking: run it on a blocking thread.
     pub fn clear_blocking(self) {
+        if self.pgid == 0 {
+            return; // an external browser leaves nothing of ours
+        }
         let started = std::time::Instant::now();
         if !crate::procfs::wait_group_gone(self.pgid, Duration::from_secs(5)) {
             tracing::warn!(pgid = self.pgid, "browser processes still running 5 s after SIGKILL");
@@ -240,6 +283,9 @@ impl Browser {
     /// SIGKILLed Chromium, and a delete should not wait for that. The caller hands the
     /// returned [`Remains`] to a cleaner.
     pub fn kill_detached(mut self, trash: &Path) -> Remains {
+        if self.external {
+            return Remains { pgid: 0, dir: PathBuf::new() };
+        }
         kill_group(self.pid);
         self.killed = true;
         let dir = match self.profile_dir.file_name() {

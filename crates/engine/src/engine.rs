@@ -57,6 +57,9 @@ pub struct CreateSession {
     pub max_steps: MaxSteps,
     pub restore: Option<RestoreSource>,
     pub enable_memory_snapshot: bool,
+    /// `external-cdp`: attach to the browser at this DevTools URL (`ws(s)://…` or the
+    /// `http(s)://host:port` that serves `/json/version`) instead of starting one.
+    pub external_cdp: Option<String>,
 }
 
 /// A validated user message.
@@ -261,7 +264,7 @@ impl Engine {
             }
             *reg.starting.entry(user.id).or_default() += 1;
         }
-        let result = self.start_session(user, agent_name, req.webhook_url, req.goal, req.max_steps).await;
+        let result = self.start_session(user, agent_name, req.webhook_url, req.goal, req.max_steps, req.external_cdp).await;
         let refused = {
             let mut reg = self.registry.lock().expect("registry lock");
             reg.finish_starting(user.id);
@@ -286,11 +289,16 @@ impl Engine {
         webhook_url: Option<HttpUrl>,
         goal: Option<String>,
         max_steps: MaxSteps,
+        external_cdp: Option<String>,
     ) -> Result<(SessionView, SessionHandle), CreateError> {
         let Some(spec) = self.config.agents.iter().find(|a| a.name == agent_name).cloned() else {
             return Err(CreateError::UnknownAgent { given: agent_name, valid: self.agent_names() });
         };
-        let (browser, warm) = self.pool.acquire().await?;
+        let (browser, warm) = match &external_cdp {
+            Some(url) => (self.connect_external(url).await?, false),
+            None => self.pool.acquire().await?,
+        };
+        let external = browser.is_external();
         let id = Uuid::new_v4();
         tracing::debug!(session_id = %id, warm, pid = browser.pid(), "browser acquired");
         let new = NewSession {
@@ -300,12 +308,12 @@ impl Engine {
             status: SessionStatus::Ready,
             environment_id: Uuid::new_v4(),
             new_environment: true,
-            browser_pid: Some(browser.pid()),
-            profile_dir: Some(browser.profile_dir().display().to_string()),
+            browser_pid: (!external).then(|| browser.pid()),
+            profile_dir: (!external).then(|| browser.profile_dir().display().to_string()),
             webhook_url: webhook_url.map(|u| u.to_string()),
             goal: goal.clone(),
             max_steps: max_steps.get(),
-            agent_session_type: "managed-cdp".to_owned(),
+            agent_session_type: if external { "external-cdp" } else { "managed-cdp" }.to_owned(),
             restored_from: None,
             created_at_ms: now_ms(),
         };
@@ -344,6 +352,31 @@ impl Engine {
             None => record,
         };
         Ok((self.view(record), handle))
+    }
+
+    /// Attaches to a browser the user runs. An `http(s)://` URL is asked for its
+    /// `/json/version` to find the browser's WebSocket.
+    async fn connect_external(&self, url: &str) -> Result<agentbox_browser::Browser, CreateError> {
+        let fail = |why: String| CreateError::ExternalCdp(format!("could not connect to cdp_url {url}: {why}"));
+        let ws = if url.starts_with("http://") || url.starts_with("https://") {
+            let version = format!("{}/json/version", url.trim_end_matches('/'));
+            let v: serde_json::Value = self
+                .http
+                .get(&version)
+                .timeout(self.config.launch_timeout)
+                .send()
+                .await
+                .map_err(|e| fail(e.without_url().to_string()))?
+                .json()
+                .await
+                .map_err(|e| fail(format!("{version} did not answer with JSON: {}", e.without_url())))?;
+            v["webSocketDebuggerUrl"].as_str().map(str::to_owned).ok_or_else(|| fail(format!("{version} names no webSocketDebuggerUrl")))?
+        } else {
+            url.to_owned()
+        };
+        agentbox_browser::Browser::connect_external(&ws, self.config.viewport, self.config.launch_timeout)
+            .await
+            .map_err(|e| fail(e.to_string()))
     }
 
     async fn describe_missing_snapshot(&self, user: &UserRecord, source: RestoreSource) -> Result<String, StoreError> {

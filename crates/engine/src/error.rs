@@ -24,6 +24,9 @@ pub enum CreateError {
     RestoreNotFound(String),
     #[error("the browser could not be started: {0}")]
     Launch(#[from] LaunchError),
+    /// An `external-cdp` browser that could not be reached.
+    #[error("{0}")]
+    ExternalCdp(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     /// The goal could not be started (the session was closed again).

@@ -40,6 +40,14 @@ pub enum BenchCommand {
         #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
         chromium_path: Option<PathBuf>,
     },
+    /// The CDP proxy against Chromium directly: connect time and `Runtime.evaluate 1+1`
+    /// round trips.
+    Cdp {
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
+        chromium_path: Option<PathBuf>,
+    },
     /// Agent step overhead without a model: observation build and action execution on a
     /// page with about 500 interactive elements, directly and through a running task.
     Step {
@@ -58,6 +66,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             bench_create(iterations.max(1), idle_sessions, chromium_path).await?
         }
         BenchCommand::Step { iterations, chromium_path } => bench_step(iterations.max(1), chromium_path).await?,
+        BenchCommand::Cdp { iterations, chromium_path } => bench_cdp(iterations.max(1), chromium_path).await?,
         BenchCommand::Events { messages, subscribers, webhooks, chromium_path } => {
             bench_events(messages.max(1), subscribers.max(1), webhooks.max(1), chromium_path).await?
         }
@@ -378,6 +387,81 @@ async fn bench_events(messages: usize, subscribers: usize, webhooks: usize, chro
         println!("webhooks: {total} events over {sessions} session(s) delivered in {:.2} s = {:.0}/s", secs, total as f64 / secs);
     }
     receiver.abort();
+    server.delete(&id).await?;
+    server.stop().await?;
+    Ok(())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends one CDP command and waits for its reply.
+async fn cdp_call(ws: &mut Ws, id: u64, method: &str, params: Value, session: Option<&str>) -> anyhow::Result<Value> {
+    use futures_util::{SinkExt, StreamExt};
+    let mut msg = json!({ "id": id, "method": method, "params": params });
+    if let Some(s) = session {
+        msg["sessionId"] = json!(s);
+    }
+    ws.send(tokio_tungstenite::tungstenite::Message::text(msg.to_string())).await?;
+    while let Some(m) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m? {
+            let v: Value = serde_json::from_str(t.as_str())?;
+            if v["id"] == id {
+                return Ok(v);
+            }
+        }
+    }
+    anyhow::bail!("the connection closed")
+}
+
+/// Connect times and `Runtime.evaluate 1+1` round trips through `url`.
+async fn cdp_samples(url: &str, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut connects = Vec::with_capacity(n);
+    for _ in 0..n.min(100) {
+        // Connected means answering: the proxy dials Chromium after the client's upgrade.
+        let t = Instant::now();
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+        cdp_call(&mut ws, 1, "Browser.getVersion", json!({}), None).await?;
+        connects.push(t.elapsed());
+        let _ = ws.close(None).await;
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let targets = cdp_call(&mut ws, 1, "Target.getTargets", json!({}), None).await?;
+    let page = targets["result"]["targetInfos"].as_array().and_then(|t| t.iter().find(|t| t["type"] == "page")).context("a page")?["targetId"].clone();
+    let attached = cdp_call(&mut ws, 2, "Target.attachToTarget", json!({ "targetId": page, "flatten": true }), None).await?;
+    let session = attached["result"]["sessionId"].as_str().context("a session")?.to_owned();
+    let mut trips = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let v = cdp_call(&mut ws, 10 + i as u64, "Runtime.evaluate", json!({ "expression": "1+1" }), Some(&session)).await?;
+        trips.push(t.elapsed());
+        anyhow::ensure!(v["result"]["result"]["value"] == 2, "1+1 = {}", v);
+    }
+    let _ = ws.close(None).await;
+    Ok((connects, trips))
+}
+
+async fn bench_cdp(n: usize, chromium_path: Option<PathBuf>) -> anyhow::Result<()> {
+    println!("agentbox bench cdp: {n} round trips, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let server = Server::start(1, chromium_path).await?;
+    let id = server.create().await?;
+    let session = server.call(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None).await?;
+    let proxy = session["cdp_url"].as_str().context("cdp_url")?.to_owned();
+    let user = server.app_engine.authenticate(&server.key).await?.context("the bench user")?;
+    let sid = uuid::Uuid::parse_str(&id)?;
+    let direct = server.app_engine.cdp_endpoint(agentbox_engine::CdpAccess::User(&user), sid).await?.devtools_url;
+    let (dc, dt) = cdp_samples(&direct, n).await?;
+    let (pc, pt) = cdp_samples(&proxy, n).await?;
+    let p50 = |v: &[Duration]| {
+        let mut s = v.to_vec();
+        s.sort();
+        percentile(&s, 50.0)
+    };
+    let (connect_ratio, trip_ratio) = (ms(p50(&pc)) / ms(p50(&dc)), ms(p50(&pt)) / ms(p50(&dt)));
+    report("connect + first answer, directly", dc, None);
+    report("connect + first answer, via the proxy", pc, None);
+    report("Runtime.evaluate 1+1, directly", dt, None);
+    report("Runtime.evaluate 1+1, via the proxy", pt, None);
+    println!("  proxy/direct p50: connect {connect_ratio:.2}x, round trip {trip_ratio:.2}x (target ≤ 1.2x)");
     server.delete(&id).await?;
     server.stop().await?;
     Ok(())

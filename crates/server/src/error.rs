@@ -187,6 +187,7 @@ impl From<CreateError> for ApiError {
                 err
             }
             CreateError::Goal(cause) => Self::internal(&cause),
+            CreateError::ExternalCdp(why) => Self::field("body", "cdp_url", why),
             CreateError::Store(s) => s.into(),
         }
     }

@@ -84,7 +84,12 @@ impl Application {
             shutdown.await;
             engine.begin_shutdown();
         };
-        let served = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
+        // DevTools and SSE traffic is many small frames: send them without Nagle's delay.
+        use axum::serve::ListenerExt;
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
         self.engine.shutdown().await;
         served.context("the HTTP server failed")
     }

@@ -29,8 +29,10 @@ pub struct CreateSessionRequest {
     pub goal: Option<String>,
     /// Most actions per task, 1–1,000 (default 100).
     pub max_steps: Option<i64>,
-    /// Only `managed-cdp` for now.
+    /// `managed-cdp` (default: agentbox starts a browser) or `external-cdp` (attach to `cdp_url`).
     pub agent_session_type: Option<String>,
+    /// For `external-cdp`: the browser's DevTools URL, `ws(s)://…/devtools/browser/…` or `http(s)://host:port`.
+    pub cdp_url: Option<String>,
 }
 
 fn parse_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
@@ -51,12 +53,28 @@ impl CreateSessionRequest {
         if let Some(goal) = &self.goal {
             check_text("goal", goal)?;
         }
-        match self.agent_session_type.as_deref() {
-            None | Some("managed-cdp") => {}
-            Some(other) => {
-                return Err(ApiError::field("body", "agent_session_type", format!("must be \"managed-cdp\" (got {other:?})")));
+        let external_cdp = match self.agent_session_type.as_deref() {
+            None | Some("managed-cdp") => None,
+            Some("external-cdp") => {
+                let url = self.cdp_url.as_deref().filter(|u| !u.trim().is_empty()).ok_or_else(|| {
+                    ApiError::field("body", "cdp_url", "is required with agent_session_type \"external-cdp\": the browser's DevTools URL")
+                })?;
+                match url::Url::parse(url) {
+                    Ok(u) if matches!(u.scheme(), "ws" | "wss" | "http" | "https") && u.host_str().is_some() && url.len() <= 2000 => {}
+                    _ => {
+                        return Err(ApiError::field("body", "cdp_url", format!("must be a ws://, wss://, http:// or https:// URL of at most 2,000 characters (got {url:?})")));
+                    }
+                }
+                Some(url.to_owned())
             }
-        }
+            Some(other) => {
+                return Err(ApiError::field(
+                    "body",
+                    "agent_session_type",
+                    format!("must be \"managed-cdp\" or \"external-cdp\" (got {other:?})"),
+                ));
+            }
+        };
         // Precedence: session > environment > user default.
         let restore = if let Some(s) = &self.restore_from_session_id {
             Some(RestoreSource::Session(parse_uuid("restore_from_session_id", s)?))
@@ -74,6 +92,7 @@ impl CreateSessionRequest {
             max_steps,
             restore,
             enable_memory_snapshot: self.enable_memory_snapshot.unwrap_or(true),
+            external_cdp,
         })
     }
 }

@@ -91,7 +91,8 @@ async fn proxy(client: WebSocket, endpoint: agentbox_engine::CdpEndpoint) {
     let upstream = match tokio_tungstenite::connect_async_with_config(
         devtools_url.as_str(),
         Some(tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(256 << 20)).max_frame_size(Some(256 << 20))),
-        false,
+        // Small request/response frames: no Nagle delay on the hop to Chromium.
+        true,
     )
     .await
     {

@@ -98,3 +98,52 @@ async fn the_cdp_proxy_checks_access_before_upgrading_and_closes_when_the_sessio
     assert!(ended.is_ok(), "the connection ends with the session");
     assert_eq!(refused(url.clone()).await, 401, "a deleted session's token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_cdp_session_works_a_browser_the_user_runs_and_leaves_it_running() {
+    let site = Site::start().await;
+    let server = Server::start(&["--pool-size", "0"]).await;
+    // The user's own Chromium, started by the test outside the server's data dir.
+    let root = tempfile::tempdir().unwrap();
+    let launcher = agentbox_browser::Launcher {
+        executable: None,
+        profiles_root: root.path().to_owned(),
+        viewport: (1024, 768),
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let mine = launcher.launch().await.unwrap();
+
+    let body = json!({ "agent_session_type": "external-cdp", "cdp_url": mine.ws_url() }).to_string();
+    let r = server.post("/v1/sessions", &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["agent_session_type"], "external-cdp");
+    let sid = r.body["session_id"].as_str().unwrap().to_owned();
+    assert!(server.browser_groups().is_empty(), "agentbox started no browser");
+
+    let task = json!({ "message": "what is the price of Widget Mini", "start_url": format!("{}/products", site.base) }).to_string();
+    assert_eq!(server.post(&format!("/v1/sessions/{sid}/message"), &task).await.status, 200);
+    assert_eq!(server.wait_status(&sid, &["finished", "error"]).await, "finished");
+    assert_eq!(server.messages(&sid).await.last().unwrap()["content"], "$9.99");
+    // The task ran in the user's browser.
+    let (url, _) = mine.page().location().await.unwrap();
+    assert!(url.ends_with("/products"), "{url}");
+    assert_eq!(server.get(&format!("/v1/sessions/{sid}/screenshot")).await.body["title"], "Products");
+
+    assert_eq!(server.delete(&format!("/v1/sessions/{sid}")).await.body["deleted"], true);
+    assert!(mine.is_alive(), "a browser agentbox did not start is never killed");
+    assert!(mine.page().location().await.is_ok(), "and still answers");
+
+    // Asking for one without a URL, or at one nobody serves, is a clear 422.
+    server
+        .post("/v1/sessions", r#"{"agent_session_type": "external-cdp"}"#)
+        .await
+        .assert_error(422, "validation_error", "cdp_url");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let r = server.post("/v1/sessions", &json!({ "agent_session_type": "external-cdp", "cdp_url": format!("ws://127.0.0.1:{closed}/devtools/browser/x") }).to_string()).await;
+    r.assert_error(422, "validation_error", "could not connect to cdp_url");
+    // The http:// discovery form works too.
+    let http = format!("http://{}", mine.ws_url().trim_start_matches("ws://").split('/').next().unwrap());
+    let r = server.post("/v1/sessions", &json!({ "agent_session_type": "external-cdp", "cdp_url": http }).to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    mine.close().await;
+}
