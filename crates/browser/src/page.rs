@@ -91,6 +91,11 @@ impl Page {
         &self.target_id
     }
 
+    /// The flat CDP session id this page's commands and events carry.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
     pub fn viewport(&self) -> (u32, u32) {
         self.viewport
     }

@@ -480,6 +480,41 @@ impl Engine {
         }
     }
 
+    /// Joins a session's live view with a `view` or `control` token of that session.
+    pub fn live_viewer(&self, token: &str, id: Uuid) -> Result<crate::live::LiveSession, crate::error::CdpError> {
+        use crate::error::CdpError as E;
+        let claims = self.tokens.verify(token, now_ms()).map_err(|e| E::Unauthorized(format!("the live-view token is not valid: {e}")))?;
+        if claims.session_id != id || !matches!(claims.scope, TokenScope::View | TokenScope::Control) {
+            return Err(E::Unauthorized("the token is not a live-view token of this session".into()));
+        }
+        let found = self.registry.lock().expect("registry lock").sessions.get(&id).cloned();
+        let Some(h) = found else { return Err(E::Unauthorized("the session of this token has ended".into())) };
+        h.touch();
+        let viewer = h.control.hub.join(claims.scope == TokenScope::Control);
+        Ok(crate::live::LiveSession::new(h.control.clone(), viewer))
+    }
+
+    /// Checks a live-view token without joining (the viewer page).
+    pub fn check_live_token(&self, token: &str, id: Uuid) -> Result<TokenScope, crate::error::CdpError> {
+        use crate::error::CdpError as E;
+        let claims = self.tokens.verify(token, now_ms()).map_err(|e| E::Unauthorized(format!("the live-view token is not valid: {e}")))?;
+        if claims.session_id != id || !matches!(claims.scope, TokenScope::View | TokenScope::Control) {
+            return Err(E::Unauthorized("the token is not a live-view token of this session".into()));
+        }
+        if !self.registry.lock().expect("registry lock").sessions.contains_key(&id) {
+            return Err(E::Unauthorized("the session of this token has ended".into()));
+        }
+        Ok(claims.scope)
+    }
+
+    /// Mints a live-view link for one of the user's sessions: `(url, expires_at_ms)`.
+    pub async fn mint_live_token(&self, user: &UserRecord, id: Uuid, scope: TokenScope, ttl: std::time::Duration) -> Result<(String, i64), ActionError> {
+        self.handle(user, id).await?;
+        let exp = now_ms() + ttl.as_millis() as i64;
+        let live = base_with_slash(&self.config.public_url).join(&format!("live/{id}")).expect("a relative path joins");
+        Ok((format!("{live}?token={}", self.sign_token(id, scope, exp)), exp))
+    }
+
     /// The webhook events of one of the user's sessions (deleted ones too), oldest first.
     pub async fn webhook_deliveries(&self, user: &UserRecord, id: Uuid) -> Result<Vec<agentbox_store::WebhookEventRecord>, LookupError> {
         self.store.get_session_any(user.id, id).await?.ok_or(LookupError::NotFound)?;
@@ -495,12 +530,12 @@ impl Engine {
 
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn pause(&self, user: &UserRecord, id: Uuid) -> Result<(), ControlError> {
-        self.handle(user, id).await?.control.pause().await
+        self.handle(user, id).await?.control.pause("api").await
     }
 
     #[tracing::instrument(skip_all, fields(session_id = %id))]
     pub async fn resume(&self, user: &UserRecord, id: Uuid) -> Result<(), ControlError> {
-        self.handle(user, id).await?.control.resume().await
+        self.handle(user, id).await?.control.resume("api").await
     }
 
     #[tracing::instrument(skip_all, fields(session_id = %id))]

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod live;
 pub mod metrics;
 mod session;
 mod task;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub webhooks_failed_attempts: AtomicU64,
     pub webhooks_given_up: AtomicU64,
     pub webhooks_refused: AtomicU64,
+    /// Live-view frames received from Chromium (none while nobody watches).
+    pub screencast_frames: AtomicU64,
     pub sse_subscribers: Arc<AtomicU64>,
 }
 

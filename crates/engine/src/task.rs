@@ -37,12 +37,24 @@ pub(crate) struct Tabs {
     viewport: (u32, u32),
     current: Mutex<Page>,
     attached: Mutex<HashMap<String, Page>>,
+    /// The current tab's target id, for followers (the live view).
+    changed: watch::Sender<String>,
 }
 
 impl Tabs {
     pub fn new(first: Page) -> Self {
         let attached = HashMap::from([(first.target_id().to_owned(), first.clone())]);
-        Self { conn: first.connection().clone(), viewport: first.viewport(), current: Mutex::new(first), attached: Mutex::new(attached) }
+        let changed = watch::channel(first.target_id().to_owned()).0;
+        Self { conn: first.connection().clone(), viewport: first.viewport(), current: Mutex::new(first), attached: Mutex::new(attached), changed }
+    }
+
+    /// Turns to the new tab's target id whenever the current tab changes.
+    pub fn watch_current(&self) -> watch::Receiver<String> {
+        self.changed.subscribe()
+    }
+
+    pub fn viewport(&self) -> (u32, u32) {
+        self.viewport
     }
 
     pub fn current(&self) -> Page {
@@ -66,6 +78,7 @@ impl Tabs {
         };
         let _ = self.conn.call("Target.activateTarget", json!({ "targetId": target_id }), None).await;
         *self.current.lock().expect("tabs lock") = page.clone();
+        self.changed.send_replace(target_id.to_owned());
         Ok(page)
     }
 }
@@ -120,6 +133,9 @@ pub(crate) struct Control {
     live: tokio::sync::broadcast::Sender<MessageRecord>,
     /// Set when the session ends: proxied DevTools connections close.
     ended: watch::Sender<bool>,
+    /// The live view's hub and its screencast task (aborted on close).
+    pub hub: Arc<crate::live::LiveHub>,
+    screencast: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// How many messages a live follower may fall behind before it is dropped.
@@ -141,6 +157,8 @@ impl From<StoreError> for Stop {
 impl Control {
     pub fn new(view: SessionView, store: Arc<dyn Store>, env: AgentEnv) -> Arc<Self> {
         let (id, max_steps) = (view.record.id, view.record.max_steps);
+        let live = crate::live::LiveHub::new(env.metrics.clone());
+        let screencast = tokio::spawn(crate::live::run_screencast(live.clone(), env.tabs.clone()));
         let state =
             State { exec: ExecutionStatus::Ready, paused_from: None, task: 0, inbox: Vec::new(), answer: None, dead: false, last_id: 0, view };
         Arc::new(Self {
@@ -154,6 +172,8 @@ impl Control {
             env: Arc::new(env),
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
             ended: watch::channel(false).0,
+            hub: live,
+            screencast: Mutex::new(Some(screencast)),
         })
     }
 
@@ -311,12 +331,13 @@ impl Control {
         out
     }
 
-    pub async fn pause(&self) -> Result<(), ControlError> {
+    /// Pauses the task; `by` (`api`, `live_view`) is kept in the log entry's metadata.
+    pub async fn pause(&self, by: &str) -> Result<(), ControlError> {
         let mut st = self.state.lock().await;
         match st.exec {
             ExecutionStatus::Paused => Err(ControlError::AlreadyPaused),
             from @ (ExecutionStatus::Running | ExecutionStatus::WaitingForInput) => {
-                let log = NewMessage::text(MessageType::Log, "task paused by the user").with_metadata(json!({ "event": "paused" }));
+                let log = NewMessage::text(MessageType::Log, "task paused by the user").with_metadata(json!({ "event": "paused", "by": by }));
                 self.commit(&mut st, Some((ExecutionStatus::Paused, None)), vec![log]).await?;
                 st.paused_from = Some(from);
                 Ok(())
@@ -325,7 +346,7 @@ impl Control {
         }
     }
 
-    pub async fn resume(&self) -> Result<(), ControlError> {
+    pub async fn resume(&self, by: &str) -> Result<(), ControlError> {
         let mut st = self.state.lock().await;
         if st.exec != ExecutionStatus::Paused {
             return Err(ControlError::NotPaused);
@@ -333,7 +354,7 @@ impl Control {
         let to = st.paused_from.take().unwrap_or(ExecutionStatus::Running);
         // An answer that came while paused means the question is settled.
         let to = if to == ExecutionStatus::WaitingForInput && st.answer.is_some() { ExecutionStatus::Running } else { to };
-        let log = NewMessage::text(MessageType::Log, "task resumed by the user").with_metadata(json!({ "event": "resumed" }));
+        let log = NewMessage::text(MessageType::Log, "task resumed by the user").with_metadata(json!({ "event": "resumed", "by": by }));
         self.commit(&mut st, Some((to, None)), vec![log]).await?;
         Ok(())
     }
@@ -386,6 +407,11 @@ impl Control {
     /// The session ends: stops the agent and waits for it to be gone.
     pub async fn close(&self) {
         let _ = self.ended.send(true);
+        let screencast = self.screencast.lock().expect("screencast lock").take();
+        if let Some(s) = screencast {
+            s.abort();
+            let _ = s.await;
+        }
         {
             let mut st = self.state.lock().await;
             st.task += 1;

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{cdp, events, meta, sessions};
+use crate::routes::{cdp, events, live, meta, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use crate::routes::{cdp, events, meta, sessions};
         events::sessions_events,
         cdp::sessions_cdp,
         cdp::sessions_cdp_version,
+        live::sessions_live_tokens,
         sessions::sessions_webhook_deliveries,
         sessions::sessions_pause,
         sessions::sessions_resume,

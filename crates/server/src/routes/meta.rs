@@ -97,6 +97,7 @@ pub async fn metrics_get(
     family("agentbox_live_sessions", "gauge", "Sessions with a running browser.", engine.live_sessions() as u64);
     family("agentbox_warm_browsers", "gauge", "Browsers waiting in the warm pool.", engine.pool().len() as u64);
     family("agentbox_sse_subscribers", "gauge", "Open SSE streams.", Metrics::get(&m.sse_subscribers));
+    family("agentbox_screencast_frames_total", "counter", "Live-view frames received from Chromium.", Metrics::get(&m.screencast_frames));
     let _ = writeln!(out, "# HELP agentbox_tasks_total Tasks by how they ended (started counts every task).\n# TYPE agentbox_tasks_total counter");
     for (outcome, c) in [("started", &m.tasks_started), ("finished", &m.tasks_finished), ("failed", &m.tasks_failed), ("cancelled", &m.tasks_cancelled)] {
         let _ = writeln!(out, "agentbox_tasks_total{{outcome=\"{outcome}\"}} {}", Metrics::get(c));

@@ -2,6 +2,7 @@
 
 pub mod cdp;
 pub mod events;
+pub mod live;
 pub mod meta;
 pub mod sessions;
 
@@ -31,6 +32,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/sessions/{id}/messages", get(sessions::sessions_messages))
         .route("/v1/sessions/{id}/events", get(events::sessions_events))
         .route("/v1/sessions/{id}/cdp", get(cdp::sessions_cdp))
+        .route("/v1/sessions/{id}/live_tokens", post(live::sessions_live_tokens))
+        .route("/live/{id}", get(live::live_page))
+        .route("/live/{id}/ws", get(live::live_ws))
         .route("/v1/sessions/{id}/cdp/json/version", get(cdp::sessions_cdp_version))
         .route("/v1/sessions/{id}/webhook_deliveries", get(sessions::sessions_webhook_deliveries))
         .route("/v1/sessions/{id}/pause", post(sessions::sessions_pause))

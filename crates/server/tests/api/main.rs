@@ -5,6 +5,7 @@ mod agent;
 mod cdp;
 mod errors;
 mod events;
+mod live;
 mod llm;
 mod planners;
 mod recovery;

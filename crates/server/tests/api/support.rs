@@ -372,6 +372,10 @@ impl Site {
             .route("/slow", get(|| async { page("Orders", "<h1>Order 42</h1><button id=b>Show details</button><div id=d></div><script>\
                 document.getElementById('b').onclick = () => setTimeout(() => { document.getElementById('d').innerHTML = \
                 '<p>Status: shipped</p><button>Track package</button>'; }, 700);</script>") }))
+            .route("/panel", get(|| async { page("Panel", "<style>body{margin:0;background:#fff} #b{position:absolute;left:100px;top:100px;width:200px;height:60px;background:#36c;color:#fff;font-size:20px}\
+                #i{position:absolute;left:100px;top:200px;width:300px;height:40px;font-size:20px}</style>\
+                <button id=b onclick=\"document.title='clicked'\">Press me</button>\
+                <input id=i oninput=\"document.title='typed:'+this.value\">") }))
             .route("/long", get(|| async { page("Long page", "<h1>Top</h1><div style='height:4000px'></div>\
                 <p>Footer note: you reached the end</p><button onclick=\"this.innerText='Clicked at the bottom'\">Bottom button</button>") }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
