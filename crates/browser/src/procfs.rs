@@ -98,6 +98,23 @@ pub fn group_pss_kib(pgid: u32) -> u64 {
 }
 
 /// The process group of a pid, from field 5 of `/proc/<pid>/stat`.
+/// CPU time (user + system, in clock ticks, usually 1/100 s) used so far by every process
+/// of a group.
+pub fn group_cpu_ticks(pgid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| pgid_of(*pid) == Some(pgid))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            // After the name: state is field 3, utime 14 and stime 15 (1-based).
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
 pub fn pgid_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.

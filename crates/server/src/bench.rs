@@ -40,6 +40,17 @@ pub enum BenchCommand {
         #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
         chromium_path: Option<PathBuf>,
     },
+    /// The live view: frames per second and page-change-to-viewer latency at 1 and N
+    /// viewers, and the browser's CPU with no viewer and with one.
+    Live {
+        /// Page changes timed per viewer count.
+        #[arg(long, default_value_t = 30)]
+        changes: usize,
+        #[arg(long, default_value_t = 20)]
+        viewers: usize,
+        #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
+        chromium_path: Option<PathBuf>,
+    },
     /// The CDP proxy against Chromium directly: connect time and `Runtime.evaluate 1+1`
     /// round trips.
     Cdp {
@@ -66,6 +77,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             bench_create(iterations.max(1), idle_sessions, chromium_path).await?
         }
         BenchCommand::Step { iterations, chromium_path } => bench_step(iterations.max(1), chromium_path).await?,
+        BenchCommand::Live { changes, viewers, chromium_path } => bench_live(changes.max(1), viewers.max(1), chromium_path).await?,
         BenchCommand::Cdp { iterations, chromium_path } => bench_cdp(iterations.max(1), chromium_path).await?,
         BenchCommand::Events { messages, subscribers, webhooks, chromium_path } => {
             bench_events(messages.max(1), subscribers.max(1), webhooks.max(1), chromium_path).await?
@@ -387,6 +399,109 @@ async fn bench_events(messages: usize, subscribers: usize, webhooks: usize, chro
         println!("webhooks: {total} events over {sessions} session(s) delivered in {:.2} s = {:.0}/s", secs, total as f64 / secs);
     }
     receiver.abort();
+    server.delete(&id).await?;
+    server.stop().await?;
+    Ok(())
+}
+
+/// Reads one viewer's socket: reports (frame seq, when it arrived) for every frame.
+async fn live_reader(mut ws: Ws, out: tokio::sync::mpsc::UnboundedSender<(usize, Instant)>, me: usize) {
+    use futures_util::StreamExt;
+    while let Some(Ok(m)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            if t.as_str().contains("\"type\":\"frame\"") {
+                let _ = out.send((me, Instant::now()));
+            }
+        }
+    }
+}
+
+async fn bench_live(changes: usize, viewers: usize, chromium_path: Option<PathBuf>) -> anyhow::Result<()> {
+    println!("agentbox bench live: {changes} page changes per viewer count, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let server = Server::start(1, chromium_path).await?;
+    let id = server.create().await?;
+    let session = server.call(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None).await?;
+    let live_url = session["vnc_url"].as_str().context("vnc_url")?.to_owned();
+    let ws_url = live_url.replacen("http", "ws", 1).replacen("?token=", "/ws?token=", 1);
+    let user = server.app_engine.authenticate(&server.key).await?.context("the bench user")?;
+    let sid = uuid::Uuid::parse_str(&id)?;
+    let direct = server.app_engine.cdp_endpoint(agentbox_engine::CdpAccess::User(&user), sid).await?.devtools_url;
+    let (mut cdp, _) = tokio_tungstenite::connect_async(direct.as_str()).await?;
+    let targets = cdp_call(&mut cdp, 1, "Target.getTargets", json!({}), None).await?;
+    let page = targets["result"]["targetInfos"].as_array().and_then(|t| t.iter().find(|t| t["type"] == "page")).context("a page")?["targetId"].clone();
+    let attached = cdp_call(&mut cdp, 2, "Target.attachToTarget", json!({ "targetId": page, "flatten": true }), None).await?;
+    let cs = attached["result"]["sessionId"].as_str().context("a session")?.to_owned();
+    let mut next_id = 10u64;
+    let mut eval = async |cdp: &mut Ws, expr: &str| -> anyhow::Result<()> {
+        next_id += 1;
+        cdp_call(cdp, next_id, "Runtime.evaluate", json!({ "expression": expr }), Some(&cs)).await.map(|_| ())
+    };
+    eval(&mut cdp, "document.body.innerHTML = '<h1 id=t>live bench</h1>'; document.body.style.margin = '0'").await?;
+    // The session's own browser (the warm pool's spare runs beside it).
+    let group = server.app_engine.store().get_session(user.id, sid).await?.and_then(|r| r.browser_pid).context("the session's browser")?;
+    let cpu = |secs: f64, before: u64| (procfs::group_cpu_ticks(group).saturating_sub(before)) as f64 / 100.0 / secs * 100.0;
+
+    // CPU with an animation running and nobody watching, then with one viewer.
+    eval(&mut cdp, "(function f() { document.getElementById('t').textContent = 'frame ' + performance.now().toFixed(0); requestAnimationFrame(f); })()").await?;
+    let t0 = procfs::group_cpu_ticks(group);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_cpu = cpu(3.0, t0);
+    for n in [1usize, viewers] {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut readers = Vec::new();
+        for v in 0..n {
+            let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await?;
+            readers.push(tokio::spawn(live_reader(ws, tx.clone(), v)));
+        }
+        drop(tx);
+        // Frames per second while the page animates.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while rx.try_recv().is_ok() {}
+        let t0 = procfs::group_cpu_ticks(group);
+        let started = Instant::now();
+        let mut counts = vec![0usize; n];
+        while started.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some((v, _))) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                counts[v] += 1;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let watched_cpu = cpu(secs, t0);
+        let fps: Vec<f64> = counts.iter().map(|c| *c as f64 / secs).collect();
+        let min_fps = fps.iter().cloned().fold(f64::INFINITY, f64::min);
+        let mean_fps = fps.iter().sum::<f64>() / n as f64;
+        // Latency: a still page, one change at a time, until every viewer has its frame.
+        eval(&mut cdp, "window.__stop = true; document.body.innerHTML = '<h1 id=t>still</h1>'").await?;
+        eval(&mut cdp, "0").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while rx.try_recv().is_ok() {}
+        let mut samples = Vec::new();
+        for i in 0..changes {
+            let color = format!("hsl({}, 70%, 50%)", (i * 47) % 360);
+            let sent = Instant::now();
+            eval(&mut cdp, &format!("document.body.style.background = '{color}'")).await?;
+            let mut seen = vec![false; n];
+            let mut got = 0;
+            while got < n {
+                let (v, at) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?.context("a viewer left")?;
+                if !seen[v] {
+                    seen[v] = true;
+                    got += 1;
+                    samples.push(at - sent);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while rx.try_recv().is_ok() {}
+        }
+        println!("{n} viewer(s): {mean_fps:.1} fps mean, {min_fps:.1} fps slowest viewer (target ≥ 25); browser CPU {watched_cpu:.0}%");
+        report(&format!("page change → viewer, {n} viewer(s)"), samples, Some(100.0));
+        for r in readers {
+            r.abort();
+        }
+        // Restart the animation for the next round.
+        eval(&mut cdp, "document.body.innerHTML = '<h1 id=t>live bench</h1>'; (function f() { document.getElementById('t').textContent = 'frame ' + performance.now().toFixed(0); requestAnimationFrame(f); })()").await?;
+    }
+    println!("browser CPU with the page animating and no viewer: {idle_cpu:.0}% (the screencast is off)");
     server.delete(&id).await?;
     server.stop().await?;
     Ok(())
