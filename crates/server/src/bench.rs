@@ -408,11 +408,10 @@ async fn bench_events(messages: usize, subscribers: usize, webhooks: usize, chro
 async fn live_reader(mut ws: Ws, out: tokio::sync::mpsc::UnboundedSender<(usize, Instant)>, me: usize) {
     use futures_util::StreamExt;
     while let Some(Ok(m)) = ws.next().await {
-        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
-            if t.as_str().contains("\"type\":\"frame\"") {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m
+            && t.as_str().contains("\"type\":\"frame\"") {
                 let _ = out.send((me, Instant::now()));
             }
-        }
     }
 }
 
