@@ -78,21 +78,21 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     })
 }
 
+/// A text column holding one of an enum's names.
+fn enum_col<T>(row: &Row<'_>, col: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(col)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown {col} {text:?}").into())
+    })
+}
+
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
-    let status: String = row.get("status")?;
     Ok(SessionRecord {
         id: uuid_col(row, "id")?,
         user_id: uuid_col(row, "user_id")?,
         agent_name: row.get("agent_name")?,
-        status: SessionStatus::parse(&status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown status {status}").into())
-        })?,
-        execution_status: {
-            let e: String = row.get("execution_status")?;
-            ExecutionStatus::parse(&e).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown execution status {e}").into())
-            })?
-        },
+        status: enum_col(row, "status", SessionStatus::parse)?,
+        execution_status: enum_col(row, "execution_status", ExecutionStatus::parse)?,
         status_reason: row.get("status_reason")?,
         environment_id: uuid_col(row, "environment_id")?,
         browser_pid: row.get("browser_pid")?,
@@ -123,7 +123,6 @@ const SESSION_COLS: &str = "id, user_id, agent_name, status, status_reason, envi
      webhook_url, goal, max_steps, agent_session_type, restored_from, created_at, updated_at, deleted_at, execution_status";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
-    let kind: String = row.get("type")?;
     let json = |col: &str| -> rusqlite::Result<serde_json::Value> {
         let text: String = row.get(col)?;
         serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
@@ -131,9 +130,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
         session_id: uuid_col(row, "session_id")?,
         id: row.get("id")?,
-        kind: MessageType::parse(&kind).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown message type {kind}").into())
-        })?,
+        kind: enum_col(row, "type", MessageType::parse)?,
         content: json("content")?,
         metadata: json("metadata")?,
         created_at_ms: row.get("created_at")?,
@@ -153,7 +150,6 @@ fn enqueue(tx: &rusqlite::Transaction<'_>, outbox: Vec<NewWebhookEvent>, now_ms:
 }
 
 fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<WebhookEventRecord> {
-    let state: String = row.get("state")?;
     Ok(WebhookEventRecord {
         id: row.get("id")?,
         seq: row.get("seq")?,
@@ -162,9 +158,7 @@ fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<WebhookEventRecord> {
         url: row.get("url")?,
         event: row.get("event")?,
         body: row.get("body")?,
-        state: WebhookState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown webhook state {state}").into())
-        })?,
+        state: enum_col(row, "state", WebhookState::parse)?,
         attempts: row.get("attempts")?,
         next_attempt_at_ms: row.get("next_attempt_at")?,
         last_status: row.get("last_status")?,
