@@ -245,6 +245,9 @@ pub(crate) async fn run_screencast(hub: Arc<LiveHub>, tabs: Arc<Tabs>) {
         let mut events = page.connection().subscribe();
         let params = json!({ "format": "jpeg", "quality": 60, "maxWidth": w, "maxHeight": h, "everyNthFrame": 1 });
         if let Err(e) = page.call("Page.startScreencast", params).await {
+            if page.connection().is_closed() {
+                return; // the browser is gone; the session reports it
+            }
             tracing::debug!(error = %e, "screencast did not start; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
