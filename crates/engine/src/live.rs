@@ -192,7 +192,10 @@ impl Control {
         }
         {
             let mut c = hub.controller.lock().expect("controller lock");
+            let hover = matches!(&input, LiveInput::Mouse { kind, .. } if kind == "mouseMoved");
             match *c {
+                // A pointer passing over the picture is not taking over.
+                _ if hover && *c != Some(viewer.id) => return Ok(()),
                 Some(other) if other != viewer.id => return Err(LiveInputError::Busy),
                 _ => *c = Some(viewer.id),
             }

@@ -62,7 +62,8 @@ pub async fn sessions_cdp(
 ) -> Result<Response, ApiError> {
     let endpoint = authorize(&engine, id, &headers, &q).await?;
     let ws = ws.map_err(|_| ApiError::new(Code::WebsocketRequired, "This is a WebSocket endpoint: connect with a DevTools client (Playwright connectOverCDP, puppeteer.connect)."))?;
-    Ok(ws.max_message_size(256 << 20).max_frame_size(256 << 20).on_upgrade(move |socket| proxy(socket, endpoint)).into_response())
+    let closing = engine.closing();
+    Ok(ws.max_message_size(256 << 20).max_frame_size(256 << 20).on_upgrade(move |socket| proxy(socket, endpoint, closing)).into_response())
 }
 
 /// (ext) The discovery document DevTools clients read before connecting.
@@ -86,7 +87,7 @@ pub async fn sessions_cdp_version(
 }
 
 /// Pumps frames between the client and Chromium until either side closes or the session ends.
-async fn proxy(client: WebSocket, endpoint: agentbox_engine::CdpEndpoint) {
+async fn proxy(client: WebSocket, endpoint: agentbox_engine::CdpEndpoint, mut closing: tokio::sync::watch::Receiver<bool>) {
     let agentbox_engine::CdpEndpoint { devtools_url, mut ended } = endpoint;
     let upstream = match tokio_tungstenite::connect_async_with_config(
         devtools_url.as_str(),
@@ -106,8 +107,12 @@ async fn proxy(client: WebSocket, endpoint: agentbox_engine::CdpEndpoint) {
     };
     let (mut up_tx, mut up_rx) = upstream.split();
     let (mut cl_tx, mut cl_rx) = client.split();
+    // The session ends, or the server stops (graceful shutdown waits for open sockets).
     let session_ended = async move {
-        let _ = ended.wait_for(|e| *e).await.is_ok();
+        tokio::select! {
+            _ = ended.wait_for(|e| *e) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
     };
     tokio::pin!(session_ended);
     let reason = loop {

@@ -66,7 +66,8 @@ pub async fn live_ws(
     let id = id.0.ok_or_else(|| ApiError::new(Code::Unauthorized, "The token is not a live-view token of this session."))?;
     let session = engine.live_viewer(token_of(&q)?, id)?;
     let ws = ws.map_err(|_| ApiError::new(Code::WebsocketRequired, "This is the live view's WebSocket; open the live view page instead."))?;
-    Ok(ws.on_upgrade(move |socket| serve_viewer(socket, session)).into_response())
+    let closing = engine.closing();
+    Ok(ws.on_upgrade(move |socket| serve_viewer(socket, session, closing)).into_response())
 }
 
 async fn status_message(s: &LiveSession) -> String {
@@ -76,11 +77,15 @@ async fn status_message(s: &LiveSession) -> String {
     .to_string()
 }
 
-async fn serve_viewer(socket: WebSocket, s: LiveSession) {
+async fn serve_viewer(socket: WebSocket, s: LiveSession, mut closing: tokio::sync::watch::Receiver<bool>) {
     let (mut tx, mut rx) = socket.split();
     let mut ended = s.ended();
+    // The session ends, or the server stops (graceful shutdown waits for open sockets).
     let session_ended = async move {
-        let _ = ended.wait_for(|e| *e).await.is_ok();
+        tokio::select! {
+            _ = ended.wait_for(|e| *e) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
     };
     tokio::pin!(session_ended);
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -132,6 +132,11 @@ async fn bad_live_tokens_get_401_and_a_control_click_pauses_a_running_task_until
     .await;
     let (browser, _dir) = human().await;
     let viewer = open_viewer(&browser, &url).await;
+    // Moving the pointer over the picture is watching, not taking over.
+    let p = eval(&viewer, "agentboxLive.pageToClient(400, 300)").await;
+    viewer.call("Input.dispatchMouseEvent", json!({ "type": "mouseMoved", "x": p["x"], "y": p["y"] })).await.unwrap();
+    eval(&viewer, "agentboxLive.sync()").await;
+    assert_eq!(server.get(&format!("/v1/sessions/{sid}/status")).await.body["status"], "running");
     click_page_point(&viewer, 200.0, 130.0).await;
     assert_eq!(server.get(&format!("/v1/sessions/{sid}/status")).await.body["status"], "paused");
     let log = server.messages(&sid).await;

@@ -159,8 +159,12 @@ async fn sigterm_ends_sessions_and_kills_every_browser_before_exit() {
     let mut server = Server::start(&["--pool-size", "1"]).await;
     let sid = server.create_session().await;
     assert!(!server.browser_processes().is_empty());
-    // An open event stream does not hold the server up: it is ended.
+    // Open event streams, DevTools proxies and live viewers do not hold the server up.
     let mut sse = crate::events::Sse::open(&server, &sid, "", None).await;
+    let s = server.get(&format!("/v1/sessions/{sid}")).await.body;
+    let (_cdp, _) = tokio_tungstenite::connect_async(s["cdp_url"].as_str().unwrap()).await.unwrap();
+    let live_ws = s["vnc_url"].as_str().unwrap().replacen("http", "ws", 1).replacen("?token=", "/ws?token=", 1);
+    let (_viewer, _) = tokio_tungstenite::connect_async(live_ws.as_str()).await.unwrap();
     assert!(server.stop(), "clean exit on SIGTERM; log:\n{}", server.log());
     assert_eq!(sse.next().await, None, "the stream ended");
     assert!(server.browser_processes().is_empty(), "no browser outlives the server");
