@@ -233,7 +233,7 @@ impl RulePlanner {
                 }
             }
             Step::Wait(s) => Act(format!("Waiting {s} seconds"), Action::Wait { seconds: *s, text: None }),
-            Step::WaitFor(t) => Act(format!("Waiting for {t:?} to appear"), Action::Wait { seconds: 15.0, text: Some(t.clone()) }),
+            Step::WaitFor(t) => Act(format!("Waiting for {t:?} to appear"), Action::Wait { seconds: super::action::MAX_WAIT_SECONDS, text: Some(t.clone()) }),
             Step::Extract(Query::Title) => {
                 self.answers.push(("page title".into(), obs.title.clone()));
                 Skip("read the page title".into())

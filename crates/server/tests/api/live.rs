@@ -123,7 +123,8 @@ async fn bad_live_tokens_get_401_and_a_control_click_pauses_a_running_task_until
     r.assert_error(422, "validation_error", "ttl_seconds");
 
     // Take-over while a task runs.
-    let task = json!({ "message": "wait 3 seconds then wait 3 seconds then what is the page title", "start_url": format!("{}/panel", site.base) });
+    // The task waits for what the person's click shows, so it is running when the click comes.
+    let task = json!({ "message": "wait for Clicked! then what is the page title", "start_url": format!("{}/panel", site.base) });
     assert_eq!(server.post(&format!("/v1/sessions/{sid}/message"), &task.to_string()).await.status, 200);
     eventually("the start_url to be open", Duration::from_secs(20), || async {
         let shot = server.get(&format!("/v1/sessions/{sid}/screenshot")).await;

@@ -374,7 +374,7 @@ impl Site {
                 '<p>Status: shipped</p><button>Track package</button>'; }, 700);</script>") }))
             .route("/panel", get(|| async { page("Panel", "<style>body{margin:0;background:#fff} #b{position:absolute;left:100px;top:100px;width:200px;height:60px;background:#36c;color:#fff;font-size:20px}\
                 #i{position:absolute;left:100px;top:200px;width:300px;height:40px;font-size:20px}</style>\
-                <button id=b onclick=\"document.title='clicked'\">Press me</button>\
+                <button id=b onclick=\"document.title='clicked'; document.getElementById('said').textContent='Clicked!'\">Press me</button><p id=said style='position:absolute;top:300px'></p>\
                 <input id=i oninput=\"document.title='typed:'+this.value\">") }))
             .route("/long", get(|| async { page("Long page", "<h1>Top</h1><div style='height:4000px'></div>\
                 <p>Footer note: you reached the end</p><button onclick=\"this.innerText='Clicked at the bottom'\">Bottom button</button>") }));
