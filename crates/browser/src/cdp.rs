@@ -144,6 +144,11 @@ async fn run_io(
                     break;
                 }
                 pending.insert(req.id, (req.session, req.reply));
+                // Callers that gave up (timed out, or their task was aborted) dropped their
+                // receiver: forget those calls so they do not pile up.
+                if pending.len() > 64 {
+                    pending.retain(|_, (_, reply)| !reply.is_closed());
+                }
             }
             msg = stream.next() => {
                 let text = match msg {
