@@ -454,10 +454,7 @@ impl Engine {
         use crate::error::CdpError as E;
         let owner = match access {
             CdpAccess::Token(t) => {
-                let claims = self.tokens.verify(t, now_ms()).map_err(|e| E::Unauthorized(format!("the cdp token is not valid: {e}")))?;
-                if claims.session_id != id || claims.scope != TokenScope::Cdp {
-                    return Err(E::Unauthorized("the token is not a cdp token of this session".into()));
-                }
+                self.verify_link_token(t, id, &[TokenScope::Cdp], "cdp")?;
                 None
             }
             CdpAccess::User(u) => Some(u.id),
@@ -482,37 +479,41 @@ impl Engine {
 
     /// Joins a session's live view with a `view` or `control` token of that session.
     pub fn live_viewer(&self, token: &str, id: Uuid) -> Result<crate::live::LiveSession, crate::error::CdpError> {
-        use crate::error::CdpError as E;
-        let claims = self.tokens.verify(token, now_ms()).map_err(|e| E::Unauthorized(format!("the live-view token is not valid: {e}")))?;
-        if claims.session_id != id || !matches!(claims.scope, TokenScope::View | TokenScope::Control) {
-            return Err(E::Unauthorized("the token is not a live-view token of this session".into()));
-        }
-        let found = self.registry.lock().expect("registry lock").sessions.get(&id).cloned();
-        let Some(h) = found else { return Err(E::Unauthorized("the session of this token has ended".into())) };
+        let scope = self.verify_link_token(token, id, &[TokenScope::View, TokenScope::Control], "live-view")?;
+        let h = self.live_handle(id)?;
         h.touch();
-        let viewer = h.control.hub.join(claims.scope == TokenScope::Control);
+        let viewer = h.control.hub.join(scope == TokenScope::Control);
         Ok(crate::live::LiveSession::new(h.control.clone(), viewer))
+    }
+
+    /// Checks a link token: valid signature, not expired, this session, one of `scopes`.
+    fn verify_link_token(&self, token: &str, id: Uuid, scopes: &[TokenScope], what: &str) -> Result<TokenScope, crate::error::CdpError> {
+        use crate::error::CdpError as E;
+        let claims = self.tokens.verify(token, now_ms()).map_err(|e| E::Unauthorized(format!("the {what} token is not valid: {e}")))?;
+        if claims.session_id != id || !scopes.contains(&claims.scope) {
+            return Err(E::Unauthorized(format!("the token is not a {what} token of this session")));
+        }
+        Ok(claims.scope)
+    }
+
+    /// The live session a valid token names; its end makes the token useless.
+    fn live_handle(&self, id: Uuid) -> Result<Arc<SessionHandle>, crate::error::CdpError> {
+        let found = self.registry.lock().expect("registry lock").sessions.get(&id).cloned();
+        found.ok_or_else(|| crate::error::CdpError::Unauthorized("the session of this token has ended".into()))
     }
 
     /// Checks a live-view token without joining (the viewer page).
     pub fn check_live_token(&self, token: &str, id: Uuid) -> Result<TokenScope, crate::error::CdpError> {
-        use crate::error::CdpError as E;
-        let claims = self.tokens.verify(token, now_ms()).map_err(|e| E::Unauthorized(format!("the live-view token is not valid: {e}")))?;
-        if claims.session_id != id || !matches!(claims.scope, TokenScope::View | TokenScope::Control) {
-            return Err(E::Unauthorized("the token is not a live-view token of this session".into()));
-        }
-        if !self.registry.lock().expect("registry lock").sessions.contains_key(&id) {
-            return Err(E::Unauthorized("the session of this token has ended".into()));
-        }
-        Ok(claims.scope)
+        let scope = self.verify_link_token(token, id, &[TokenScope::View, TokenScope::Control], "live-view")?;
+        self.live_handle(id)?;
+        Ok(scope)
     }
 
     /// Mints a live-view link for one of the user's sessions: `(url, expires_at_ms)`.
     pub async fn mint_live_token(&self, user: &UserRecord, id: Uuid, scope: TokenScope, ttl: std::time::Duration) -> Result<(String, i64), ActionError> {
         self.handle(user, id).await?;
         let exp = now_ms() + ttl.as_millis() as i64;
-        let live = base_with_slash(&self.config.public_url).join(&format!("live/{id}")).expect("a relative path joins");
-        Ok((format!("{live}?token={}", self.sign_token(id, scope, exp)), exp))
+        Ok((format!("{}?token={}", self.public_live_url(id), self.sign_token(id, scope, exp)), exp))
     }
 
     /// The webhook events of one of the user's sessions (deleted ones too), oldest first.
@@ -706,6 +707,11 @@ impl Engine {
         self.tokens.sign(&Claims { session_id, scope, expires_at_ms })
     }
 
+    /// The session's live-view page without its token.
+    fn public_live_url(&self, id: Uuid) -> url::Url {
+        base_with_slash(&self.config.public_url).join(&format!("live/{id}")).expect("a relative path joins")
+    }
+
     /// The session's `cdp_url` without its token.
     pub fn public_cdp_url(&self, id: Uuid) -> String {
         let mut cdp = base_with_slash(&self.config.public_url).join(&format!("v1/sessions/{id}/cdp")).expect("a relative path joins");
@@ -716,13 +722,8 @@ impl Engine {
 
     fn view(&self, record: SessionRecord) -> SessionView {
         let exp = record.created_at_ms + LINK_TTL_MS;
-        let base = base_with_slash(&self.config.public_url);
-        let live = base.join(&format!("live/{}", record.id)).expect("a relative path joins");
-        let vnc_url = format!("{live}?token={}", self.sign_token(record.id, TokenScope::Control, exp));
-        let mut cdp = base.join(&format!("v1/sessions/{}/cdp", record.id)).expect("a relative path joins");
-        let ws_scheme = if cdp.scheme() == "https" { "wss" } else { "ws" };
-        cdp.set_scheme(ws_scheme).expect("http(s) and ws(s) are interchangeable");
-        let cdp_url = format!("{cdp}?token={}", self.sign_token(record.id, TokenScope::Cdp, exp));
+        let vnc_url = format!("{}?token={}", self.public_live_url(record.id), self.sign_token(record.id, TokenScope::Control, exp));
+        let cdp_url = format!("{}?token={}", self.public_cdp_url(record.id), self.sign_token(record.id, TokenScope::Cdp, exp));
         SessionView { record, vnc_url, cdp_url }
     }
 }

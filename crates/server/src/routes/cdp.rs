@@ -87,8 +87,8 @@ pub async fn sessions_cdp_version(
 }
 
 /// Pumps frames between the client and Chromium until either side closes or the session ends.
-async fn proxy(client: WebSocket, endpoint: agentbox_engine::CdpEndpoint, mut closing: tokio::sync::watch::Receiver<bool>) {
-    let agentbox_engine::CdpEndpoint { devtools_url, mut ended } = endpoint;
+async fn proxy(client: WebSocket, endpoint: agentbox_engine::CdpEndpoint, closing: tokio::sync::watch::Receiver<bool>) {
+    let agentbox_engine::CdpEndpoint { devtools_url, ended } = endpoint;
     let upstream = match tokio_tungstenite::connect_async_with_config(
         devtools_url.as_str(),
         Some(tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(256 << 20)).max_frame_size(Some(256 << 20))),
@@ -107,13 +107,7 @@ async fn proxy(client: WebSocket, endpoint: agentbox_engine::CdpEndpoint, mut cl
     };
     let (mut up_tx, mut up_rx) = upstream.split();
     let (mut cl_tx, mut cl_rx) = client.split();
-    // The session ends, or the server stops (graceful shutdown waits for open sockets).
-    let session_ended = async move {
-        tokio::select! {
-            _ = ended.wait_for(|e| *e) => {}
-            _ = closing.wait_for(|c| *c) => {}
-        }
-    };
+    let session_ended = super::until_ended(ended, closing);
     tokio::pin!(session_ended);
     let reason = loop {
         tokio::select! {

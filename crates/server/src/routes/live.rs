@@ -77,16 +77,9 @@ async fn status_message(s: &LiveSession) -> String {
     .to_string()
 }
 
-async fn serve_viewer(socket: WebSocket, s: LiveSession, mut closing: tokio::sync::watch::Receiver<bool>) {
+async fn serve_viewer(socket: WebSocket, s: LiveSession, closing: tokio::sync::watch::Receiver<bool>) {
     let (mut tx, mut rx) = socket.split();
-    let mut ended = s.ended();
-    // The session ends, or the server stops (graceful shutdown waits for open sockets).
-    let session_ended = async move {
-        tokio::select! {
-            _ = ended.wait_for(|e| *e) => {}
-            _ = closing.wait_for(|c| *c) => {}
-        }
-    };
+    let session_ended = super::until_ended(s.ended(), closing);
     tokio::pin!(session_ended);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut frames = s.viewer.frames.clone();

@@ -55,6 +55,15 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .with_state(engine)
 }
 
+/// Resolves when a session ends or the server begins to stop: long-lived sockets (CDP
+/// proxy, live view) close then, since graceful shutdown waits for open connections.
+pub(crate) async fn until_ended(mut ended: tokio::sync::watch::Receiver<bool>, mut closing: tokio::sync::watch::Receiver<bool>) {
+    tokio::select! {
+        _ = ended.wait_for(|e| *e) => {}
+        _ = closing.wait_for(|c| *c) => {}
+    }
+}
+
 /// Counts and logs method, route template (never the raw path or query: they may carry tokens),
 /// status and latency.
 async fn log_request(State(http): State<Arc<meta::HttpMetrics>>, req: Request, next: Next) -> Response {
