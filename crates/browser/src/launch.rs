@@ -231,6 +231,15 @@ impl Browser {
         let _ = rx.wait_for(|gone| *gone).await;
     }
 
+    /// Resolves when the browser can no longer be used: its main process exited or its
+    /// DevTools socket closed, whichever is seen first.
+    pub async fn gone(&self) {
+        tokio::select! {
+            () = self.exited() => {}
+            () = self.conn.wait_closed() => {}
+        }
+    }
+
     /// Kills the process group, waits until none of its processes runs, then removes the
     /// profile dir: when this returns, nothing of the browser is left.
     pub async fn close(mut self) {

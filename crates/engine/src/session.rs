@@ -126,7 +126,7 @@ async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, contro
                     let _ = reply.send(blame_death(&browser, result));
                 }
             },
-            _ = browser.exited(), if alive => {
+            () = browser.gone(), if alive => {
                 alive = false;
                 tracing::warn!(pid = browser.pid(), "browser exited unexpectedly; session is now in error");
                 control.browser_died(BROWSER_DIED).await;

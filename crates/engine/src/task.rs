@@ -469,6 +469,11 @@ impl AgentRun {
     }
 
     async fn fail(&self, reason: String, metadata: Value) -> Result<(), Stop> {
+        // A browser that went away fails the task through the session's actor, which watches
+        // the same socket; its words ("exited unexpectedly") are the ones the user should see.
+        if self.ctl.env.tabs.conn_ref().is_closed() {
+            return Err(Stop::Superseded);
+        }
         let msg = NewMessage::text(MessageType::Error, reason.clone()).with_metadata(metadata);
         self.record(Some((ExecutionStatus::Error, Some(reason))), vec![msg]).await
     }
