@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use records::{
     ApiKeyRecord, EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, NewWebhookEvent, SessionRecord,
-    SessionStatus, Transition, UserRecord, WebhookAttempt, WebhookEventRecord, WebhookState,
+    SessionStatus, SnapshotRef, Transition, UserRecord, WebhookAttempt, WebhookEventRecord, WebhookState,
 };
 pub use sqlite::SqliteStore;
 use uuid::Uuid;
@@ -52,6 +52,16 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session_any(&self, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>>;
     /// An environment of this user's.
     async fn get_environment(&self, user_id: Uuid, id: Uuid) -> Result<Option<EnvironmentRecord>>;
+    /// The user's environments that are not deleted, oldest first.
+    async fn list_environments(&self, user_id: Uuid) -> Result<Vec<EnvironmentRecord>>;
+    /// Records a new snapshot of an environment (and, with `make_default`, makes it its
+    /// owner's default) in one transaction. Returns the key of the snapshot it replaced.
+    async fn save_snapshot(&self, environment_id: Uuid, snapshot: &SnapshotRef, make_default: bool) -> Result<Option<String>>;
+    /// Deletes one of the user's environments (and unsets it as the default). `None` when
+    /// there is no such environment; else the key of its snapshot, if it had one.
+    async fn delete_environment(&self, user_id: Uuid, id: Uuid, now_ms: i64) -> Result<Option<Option<String>>>;
+    /// The blob key of every snapshot still referenced, for sweeping orphans at start-up.
+    async fn snapshot_keys(&self) -> Result<Vec<String>>;
     /// The user's sessions that are not deleted, oldest first.
     async fn list_sessions(&self, user_id: Uuid) -> Result<Vec<SessionRecord>>;
     /// In one transaction: moves the session to `transition` (when given; its session

@@ -83,6 +83,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhook_events_due ON webhook_events(state, next_attempt_at);
     CREATE INDEX webhook_events_session ON webhook_events(session_id, seq);
     "#,
+    // 4: an environment's latest filesystem snapshot (a blob key and its manifest).
+    r#"
+    ALTER TABLE environments ADD COLUMN snapshot_key TEXT;
+    ALTER TABLE environments ADD COLUMN snapshot_manifest TEXT;
+    ALTER TABLE environments ADD COLUMN snapshot_session_id TEXT;
+    ALTER TABLE environments ADD COLUMN snapshot_at INTEGER;
+    ALTER TABLE environments ADD COLUMN deleted_at INTEGER;
+    CREATE INDEX environments_user ON environments(user_id, deleted_at);
+    "#,
 ];
 
 /// Brings the schema up to date inside one transaction per migration.

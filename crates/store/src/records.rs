@@ -276,6 +276,20 @@ pub struct EnvironmentRecord {
     pub id: Uuid,
     pub user_id: Uuid,
     pub created_at_ms: i64,
+    /// Its latest filesystem snapshot, if one was saved.
+    pub snapshot: Option<SnapshotRef>,
+}
+
+/// Where an environment's snapshot lives and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// The blob's key in the engine's blob store.
+    pub key: String,
+    /// The manifest (format version, checksum, sizes, …) as JSON text; the engine owns its shape.
+    pub manifest: String,
+    /// The session it was saved from.
+    pub session_id: Uuid,
+    pub created_at_ms: i64,
 }
 
 /// What creating a session writes.

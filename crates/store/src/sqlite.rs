@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::records::{
     ApiKeyRecord, EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewMessage, NewSession, NewWebhookEvent, SessionRecord,
-    SessionStatus, Transition, UserRecord, WebhookAttempt, WebhookEventRecord, WebhookState,
+    SessionStatus, SnapshotRef, Transition, UserRecord, WebhookAttempt, WebhookEventRecord, WebhookState,
 };
 use crate::{Result, Store, StoreError, migrations};
 
@@ -117,6 +117,22 @@ fn one_session(c: &Connection, user_id: Uuid, id: Uuid, include_deleted: bool) -
         session_from_row,
     )
     .optional()?)
+}
+
+const ENV_COLS: &str = "id, user_id, created_at, snapshot_key, snapshot_manifest, snapshot_session_id, snapshot_at";
+
+fn environment_from_row(row: &Row<'_>) -> rusqlite::Result<EnvironmentRecord> {
+    let key: Option<String> = row.get("snapshot_key")?;
+    let snapshot = match key {
+        Some(key) => Some(SnapshotRef {
+            key,
+            manifest: row.get("snapshot_manifest")?,
+            session_id: uuid_col(row, "snapshot_session_id")?,
+            created_at_ms: row.get("snapshot_at")?,
+        }),
+        None => None,
+    };
+    Ok(EnvironmentRecord { id: uuid_col(row, "id")?, user_id: uuid_col(row, "user_id")?, created_at_ms: row.get("created_at")?, snapshot })
 }
 
 const SESSION_COLS: &str = "id, user_id, agent_name, status, status_reason, environment_id, browser_pid, profile_dir, \
@@ -317,11 +333,81 @@ impl Store for SqliteStore {
     async fn get_environment(&self, user_id: Uuid, id: Uuid) -> Result<Option<EnvironmentRecord>> {
         self.with(move |c| {
             Ok(c.query_row(
-                "SELECT id, user_id, created_at FROM environments WHERE id = ?1 AND user_id = ?2",
+                &format!("SELECT {ENV_COLS} FROM environments WHERE id = ?1 AND user_id = ?2 AND deleted_at IS NULL"),
                 [id.to_string(), user_id.to_string()],
-                |r| Ok(EnvironmentRecord { id: uuid_col(r, "id")?, user_id: uuid_col(r, "user_id")?, created_at_ms: r.get("created_at")? }),
+                environment_from_row,
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn list_environments(&self, user_id: Uuid) -> Result<Vec<EnvironmentRecord>> {
+        self.with(move |c| {
+            Ok(c.prepare(&format!(
+                "SELECT {ENV_COLS} FROM environments WHERE user_id = ?1 AND deleted_at IS NULL ORDER BY created_at, id"
+            ))?
+            .query_map([user_id.to_string()], environment_from_row)?
+            .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn save_snapshot(&self, environment_id: Uuid, snapshot: &SnapshotRef, make_default: bool) -> Result<Option<String>> {
+        let snap = snapshot.clone();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let (owner, previous): (String, Option<String>) = tx.query_row(
+                "SELECT user_id, snapshot_key FROM environments WHERE id = ?1",
+                [environment_id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            tx.execute(
+                "UPDATE environments SET snapshot_key = ?2, snapshot_manifest = ?3, snapshot_session_id = ?4, snapshot_at = ?5, \
+                 deleted_at = NULL WHERE id = ?1",
+                params![environment_id.to_string(), snap.key, snap.manifest, snap.session_id.to_string(), snap.created_at_ms],
+            )?;
+            if make_default {
+                tx.execute("UPDATE users SET default_environment_id = ?2 WHERE id = ?1", [owner, environment_id.to_string()])?;
+            }
+            tx.commit()?;
+            Ok(previous.filter(|p| *p != snap.key))
+        })
+        .await
+    }
+
+    async fn delete_environment(&self, user_id: Uuid, id: Uuid, now_ms: i64) -> Result<Option<Option<String>>> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let found: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT snapshot_key FROM environments WHERE id = ?1 AND user_id = ?2 AND deleted_at IS NULL",
+                    [id.to_string(), user_id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if found.is_some() {
+                tx.execute(
+                    "UPDATE environments SET deleted_at = ?2, snapshot_key = NULL, snapshot_manifest = NULL, snapshot_session_id = NULL, \
+                     snapshot_at = NULL WHERE id = ?1",
+                    params![id.to_string(), now_ms],
+                )?;
+                tx.execute(
+                    "UPDATE users SET default_environment_id = NULL WHERE id = ?1 AND default_environment_id = ?2",
+                    [user_id.to_string(), id.to_string()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn snapshot_keys(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            Ok(c.prepare("SELECT snapshot_key FROM environments WHERE snapshot_key IS NOT NULL")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -558,6 +644,35 @@ mod tests {
         store.mark_session_deleted(s.id, 20, vec![]).await.unwrap();
         assert_eq!(store.get_session(a.id, s.id).await.unwrap(), None);
         assert!(store.recorded_browser_pids().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_replaces_the_last_one_can_become_the_default_and_goes_with_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let (a, ka) = user("a");
+        let (b, kb) = user("b");
+        store.create_user(&a, &ka).await.unwrap();
+        store.create_user(&b, &kb).await.unwrap();
+        let s = store.insert_session(&session(a.id), vec![]).await.unwrap();
+        let env = s.environment_id;
+        assert_eq!(store.get_environment(a.id, env).await.unwrap().unwrap().snapshot, None);
+        assert_eq!(store.get_environment(b.id, env).await.unwrap(), None, "private to its owner");
+
+        let snap = |key: &str| SnapshotRef { key: key.into(), manifest: "{}".into(), session_id: s.id, created_at_ms: 50 };
+        assert_eq!(store.save_snapshot(env, &snap("k1"), false).await.unwrap(), None);
+        assert_eq!(store.save_snapshot(env, &snap("k2"), true).await.unwrap(), Some("k1".into()), "the old blob is handed back");
+        assert_eq!(store.get_environment(a.id, env).await.unwrap().unwrap().snapshot, Some(snap("k2")));
+        assert_eq!(store.user_by_key_hash("hash-a").await.unwrap().unwrap().default_environment_id, Some(env));
+        assert_eq!(store.snapshot_keys().await.unwrap(), vec!["k2".to_owned()]);
+        assert_eq!(store.list_environments(a.id).await.unwrap().len(), 1);
+
+        assert_eq!(store.delete_environment(b.id, env, 60).await.unwrap(), None, "not b's to delete");
+        assert_eq!(store.delete_environment(a.id, env, 60).await.unwrap(), Some(Some("k2".into())));
+        assert_eq!(store.get_environment(a.id, env).await.unwrap(), None);
+        assert_eq!(store.user_by_key_hash("hash-a").await.unwrap().unwrap().default_environment_id, None);
+        assert!(store.snapshot_keys().await.unwrap().is_empty());
+        assert_eq!(store.delete_environment(a.id, env, 61).await.unwrap(), None, "gone");
     }
 
     #[tokio::test]
