@@ -240,6 +240,52 @@ impl Browser {
         }
     }
 
+    /// Makes `page` the one [`Browser::page`] returns (the tab a session was acting on,
+    /// before the browser is handed to another session).
+    pub fn set_page(&mut self, page: Page) {
+        self.page = page;
+    }
+
+    /// Chromium's product string (`Chrome/131.0.6778.85`).
+    pub async fn version(&self) -> Result<String, CdpError> {
+        let v = self.conn.call("Browser.getVersion", serde_json::json!({}), None).await?;
+        Ok(v["product"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Stops every process of the group (SIGSTOP): the browser keeps its memory and its
+    /// DevTools socket but runs nothing until [`Browser::thaw`]. SIGKILL still ends it.
+    pub fn freeze(&self) {
+        if !self.external && self.pid > 1 {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGSTOP);
+        }
+    }
+
+    /// Lets a frozen browser run again.
+    pub fn thaw(&self) {
+        if !self.external && self.pid > 1 {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGCONT);
+        }
+    }
+
+    /// Asks Chromium to quit (`Browser.close`), so that it writes cookies, localStorage and
+    /// IndexedDB to the profile dir, and waits up to `timeout` for it to exit (then kills
+    /// the group). The profile dir stays; the returned [`Remains`] removes it.
+    pub async fn close_clean(mut self, timeout: Duration) -> Remains {
+        let remains = Remains { pgid: self.pid, dir: self.profile_dir.clone() };
+        if self.external {
+            return Remains { pgid: 0, dir: PathBuf::new() };
+        }
+        // The reply may never come: the socket closes as Chromium quits.
+        let _ = tokio::time::timeout(timeout, self.conn.call("Browser.close", serde_json::json!({}), None)).await;
+        if tokio::time::timeout(timeout, self.exited()).await.is_err() {
+            tracing::warn!(pid = self.pid, "Chromium did not quit after Browser.close; killing it");
+        }
+        kill_group(self.pid);
+        self.killed = true;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.exited()).await;
+        remains
+    }
+
     /// Kills the process group, waits until none of its processes runs, then removes the
     /// profile dir: when this returns, nothing of the browser is left.
     pub async fn close(mut self) {
@@ -265,6 +311,11 @@ pub struct Remains {
 }
 
 impl Remains {
+    /// The profile dir (until [`Remains::clear_blocking`] removes it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Waits (up to 5 s) until no process of the group runs, then removes the dir.
     /// Blocking: run it on a blocking thread.
     pub fn clear_blocking(self) {

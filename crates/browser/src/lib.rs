@@ -9,9 +9,11 @@ mod observe;
 mod page;
 mod pool;
 pub mod procfs;
+mod state;
 
 pub use launch::{Browser, CHROMIUM_CANDIDATES, LaunchError, LaunchOptions, Remains, find_chromium, kill_group};
 pub use act::{Key, ScrollDirection};
 pub use observe::{Element, Observation, ObserveOptions, TabInfo, list_tabs};
 pub use page::{Page, PageError, Screenshot};
 pub use pool::{Launcher, WarmPool};
+pub use state::{BrowserState, TabState, capture as capture_state, restore as restore_state};

@@ -28,12 +28,12 @@ pub struct Launcher {
 
 impl Launcher {
     pub async fn launch(&self) -> Result<Browser, LaunchError> {
-        let opts = LaunchOptions {
-            executable: find_chromium(self.executable.as_deref())?,
-            profile_dir: self.profiles_root.join(uuid::Uuid::new_v4().to_string()),
-            viewport: self.viewport,
-            timeout: self.timeout,
-        };
+        self.launch_in(self.profiles_root.join(uuid::Uuid::new_v4().to_string())).await
+    }
+
+    /// Starts a browser on a profile dir that already holds a profile (a restored one).
+    pub async fn launch_in(&self, profile_dir: PathBuf) -> Result<Browser, LaunchError> {
+        let opts = LaunchOptions { executable: find_chromium(self.executable.as_deref())?, profile_dir, viewport: self.viewport, timeout: self.timeout };
         Browser::launch(&opts).await
     }
 

@@ -9,6 +9,7 @@ mod engine;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod snapshot;
 mod session;
 mod task;
 pub mod webhooks;
