@@ -102,6 +102,10 @@ pub struct EngineConfig {
     /// How often an SSE stream sends a heartbeat.
     pub sse_heartbeat: Duration,
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Most bytes of profile (caches left out, before compression) a snapshot may hold.
+    pub snapshot_max_bytes: u64,
+    /// Bounds of the pool of parked browsers (memory snapshots).
+    pub standby: crate::snapshot::StandbyLimits,
 }
 
 impl EngineConfig {
@@ -124,11 +128,18 @@ impl EngineConfig {
             task_timeout: Duration::from_secs(15 * 60),
             sse_heartbeat: Duration::from_secs(30),
             webhooks: crate::webhooks::WebhookConfig::default(),
+            snapshot_max_bytes: 1 << 30,
+            standby: crate::snapshot::StandbyLimits { max_browsers: 4, max_memory_kib: 4 << 20, ttl: Duration::from_secs(15 * 60) },
         }
     }
 
     pub fn profiles_dir(&self) -> PathBuf {
         self.data_dir.join("profiles")
+    }
+
+    /// Snapshot archives (the local blob store).
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
     }
 
     /// Profile dirs of killed browsers wait here for the janitor.

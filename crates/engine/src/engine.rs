@@ -11,14 +11,17 @@ use std::sync::{Arc, Mutex};
 
 use agentbox_browser::{Launcher, Remains, Screenshot, WarmPool, procfs};
 use agentbox_store::{
-    ExecutionStatus, MessageRecord, MessageType, NewSession, SessionRecord, SessionStatus, Store, StoreError, UserRecord,
+    EnvironmentRecord, ExecutionStatus, MessageRecord, MessageType, NewSession, SessionRecord, SessionStatus, Store, StoreError, UserRecord,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::EngineConfig;
-use crate::error::{ActionError, CapacityScope, ControlError, CreateError, DeleteError, LookupError};
+use crate::error::{
+    ActionError, CapacityScope, ControlError, CreateError, DeleteError, EnvironmentError, LookupError, RestoreError, SaveError, SnapshotError,
+};
+use crate::snapshot::{LocalBlobStore, Manifest, ParkedInfo, Snapshots};
 use crate::session::{self, ActorSettings, Command, SessionHandle};
 use crate::time::now_ms;
 use crate::tokens::{Claims, TokenKey, TokenScope};
@@ -92,6 +95,8 @@ pub const MESSAGES_PAGE: usize = 5000;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReapReport {
     pub idle_ended: usize,
+    /// Parked browsers closed because their TTL passed.
+    pub parked_expired: usize,
 }
 
 #[derive(Default)]
@@ -138,6 +143,17 @@ pub struct Engine {
     webhooks: Arc<tokio::sync::Notify>,
     /// Set when the server begins to stop: long-lived streams end so that it can.
     closing: watch::Sender<bool>,
+    /// Snapshot archives and parked browsers.
+    snapshots: Arc<Snapshots>,
+}
+
+/// An environment as the API shows it.
+#[derive(Debug, Clone)]
+pub struct EnvironmentView {
+    pub record: EnvironmentRecord,
+    pub manifest: Option<Manifest>,
+    pub parked: Option<ParkedInfo>,
+    pub is_default: bool,
 }
 
 /// Why the engine could not start.
@@ -150,6 +166,9 @@ pub enum StartError {
     #[error("cannot build the HTTP client for model providers: {0}")]
     Http(String),
 }
+
+/// How long Chromium may take to quit cleanly before a filesystem snapshot.
+const CLEAN_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Engine {
     /// Cleans up after a previous run (its browsers, profile dirs and live sessions), then
@@ -166,6 +185,13 @@ impl Engine {
         // This server is the only deliverer: a previous run's leases are void.
         store.clear_webhook_leases().await?;
         let (janitor, remains) = mpsc::unbounded_channel();
+        let snapshots_dir = config.snapshots_dir();
+        let blobs = LocalBlobStore::open(&snapshots_dir).map_err(|source| StartError::Io { path: snapshots_dir.display().to_string(), source })?;
+        let snapshots = Arc::new(Snapshots::new(Arc::new(blobs), config.snapshot_max_bytes, config.standby));
+        let swept = snapshots.sweep(store.snapshot_keys().await?).await;
+        if swept > 0 {
+            tracing::warn!(archives = swept, "removed snapshot archives no environment refers to (a save was interrupted)");
+        }
 
         let launcher = Launcher {
             executable: config.chromium_path.clone(),
@@ -184,6 +210,7 @@ impl Engine {
             metrics: Arc::default(),
             webhooks: Arc::default(),
             closing: watch::channel(false).0,
+            snapshots,
             config,
             store,
             pool: pool.clone(),
@@ -248,9 +275,13 @@ impl Engine {
         if !self.config.agents.iter().any(|a| a.name == agent_name) {
             return Err(CreateError::UnknownAgent { given: agent_name, valid: self.agent_names() });
         }
-        if let Some(source) = req.restore {
-            return Err(CreateError::RestoreNotFound(self.describe_missing_snapshot(user, source).await?));
-        }
+        let restore = match req.restore {
+            Some(_) if req.external_cdp.is_some() => {
+                return Err(CreateError::ExternalCdp("a session on an external browser cannot be restored from a snapshot".into()));
+            }
+            Some(source) => Some((self.resolve_restore(user, source).await?, req.enable_memory_snapshot)),
+            None => None,
+        };
         {
             let mut reg = self.registry.lock().expect("registry lock");
             if reg.shutting_down {
@@ -264,7 +295,7 @@ impl Engine {
             }
             *reg.starting.entry(user.id).or_default() += 1;
         }
-        let result = self.start_session(user, agent_name, req.webhook_url, req.goal, req.max_steps, req.external_cdp).await;
+        let result = self.start_session(user, agent_name, req.webhook_url, req.goal, req.max_steps, req.external_cdp, restore).await;
         let refused = {
             let mut reg = self.registry.lock().expect("registry lock");
             reg.finish_starting(user.id);
@@ -290,13 +321,20 @@ impl Engine {
         goal: Option<String>,
         max_steps: MaxSteps,
         external_cdp: Option<String>,
+        restore: Option<(EnvironmentRecord, bool)>,
     ) -> Result<(SessionView, SessionHandle), CreateError> {
         let Some(spec) = self.config.agents.iter().find(|a| a.name == agent_name).cloned() else {
             return Err(CreateError::UnknownAgent { given: agent_name, valid: self.agent_names() });
         };
-        let (browser, warm) = match &external_cdp {
-            Some(url) => (self.connect_external(url).await?, false),
-            None => self.pool.acquire().await?,
+        let (mut environment_id, mut restored_from) = (Uuid::new_v4(), None);
+        let (browser, warm) = match (&external_cdp, restore) {
+            (Some(url), _) => (self.connect_external(url).await?, false),
+            (None, Some((env, memory))) => {
+                let (browser, from) = self.restore_browser(&env, memory).await?;
+                (environment_id, restored_from) = (env.id, Some(from.to_owned()));
+                (browser, false)
+            }
+            (None, None) => self.pool.acquire().await?,
         };
         let external = browser.is_external();
         let id = Uuid::new_v4();
@@ -306,15 +344,15 @@ impl Engine {
             user_id: user.id,
             agent_name,
             status: SessionStatus::Ready,
-            environment_id: Uuid::new_v4(),
-            new_environment: true,
+            environment_id,
+            new_environment: restored_from.is_none(),
             browser_pid: (!external).then(|| browser.pid()),
             profile_dir: (!external).then(|| browser.profile_dir().display().to_string()),
             webhook_url: webhook_url.map(|u| u.to_string()),
             goal: goal.clone(),
             max_steps: max_steps.get(),
             agent_session_type: if external { "external-cdp" } else { "managed-cdp" }.to_owned(),
-            restored_from: None,
+            restored_from,
             created_at_ms: now_ms(),
         };
         let created = self.view(record_of(&new));
@@ -377,6 +415,64 @@ impl Engine {
         agentbox_browser::Browser::connect_external(&ws, self.config.viewport, self.config.launch_timeout)
             .await
             .map_err(|e| fail(e.to_string()))
+    }
+
+    /// The environment a create restores from, if it has something to restore (a
+    /// filesystem snapshot or a parked browser); else 404 saying which reference failed.
+    async fn resolve_restore(&self, user: &UserRecord, source: RestoreSource) -> Result<EnvironmentRecord, CreateError> {
+        let env_id = match source {
+            RestoreSource::Session(id) => self.store.get_session_any(user.id, id).await?.map(|s| s.environment_id),
+            RestoreSource::Environment(id) => Some(id),
+            RestoreSource::UserDefault(uid) if uid == user.id => user.default_environment_id,
+            RestoreSource::UserDefault(_) => None,
+        };
+        let env = match env_id {
+            Some(id) => self.store.get_environment(user.id, id).await?,
+            None => None,
+        };
+        match env {
+            Some(env) if env.snapshot.is_some() || self.snapshots.standby.info(env.id).is_some() => Ok(env),
+            _ => Err(CreateError::RestoreNotFound(self.describe_missing_snapshot(user, source).await?)),
+        }
+    }
+
+    /// A browser with the environment's state: its parked browser when `memory` allows and
+    /// one is there, else a new one on its filesystem snapshot. Returns how it was restored.
+    async fn restore_browser(&self, env: &EnvironmentRecord, memory: bool) -> Result<(agentbox_browser::Browser, &'static str), CreateError> {
+        if memory && let Some(browser) = self.snapshots.standby.take(env.id) {
+            browser.thaw();
+            if browser.is_alive() {
+                return Ok((browser, "memory"));
+            }
+            tracing::warn!(environment_id = %env.id, "a parked browser died while parked; restoring from disk");
+            browser.close().await;
+        }
+        let Some(snapshot) = &env.snapshot else {
+            return Err(CreateError::RestoreNotFound(format!(
+                "environment {} has no saved snapshot (its parked browser was used or evicted meanwhile)",
+                env.id
+            )));
+        };
+        let dir = self.config.profiles_dir().join(Uuid::new_v4().to_string());
+        let state = self.snapshots.read(snapshot, dir.clone()).await.map_err(|e| match e {
+            RestoreError::Damaged(why) => CreateError::SnapshotDamaged(format!(
+                "environment {}'s snapshot cannot be restored: {why}; save a new snapshot into it or delete it",
+                env.id
+            )),
+            RestoreError::Io(why) => CreateError::Restore(why),
+        })?;
+        // A failed launch removes the dir itself.
+        let mut browser = self.pool.launcher().launch_in(dir).await?;
+        match agentbox_browser::restore_state(browser.page(), &state, self.config.navigation_timeout).await {
+            Ok((pages, active)) => {
+                browser.set_page(pages[active].clone());
+                Ok((browser, "filesystem"))
+            }
+            Err(e) => {
+                browser.close().await;
+                Err(CreateError::Restore(e.to_string()))
+            }
+        }
     }
 
     async fn describe_missing_snapshot(&self, user: &UserRecord, source: RestoreSource) -> Result<String, StoreError> {
@@ -592,19 +688,210 @@ impl Engine {
         }
     }
 
-    /// Deletes one of the user's sessions. `Ok(false)` when there was no such session.
+    /// Deletes one of the user's sessions, first saving its browser as `mode` asks.
+    /// `Ok(false)` when there was no such session. A snapshot that cannot be taken at all
+    /// (no live browser, an external one, a profile over the limit) is refused before
+    /// anything changes: the session is still there.
     #[tracing::instrument(skip_all, fields(session_id = %id))]
-    pub async fn delete_session(&self, user: &UserRecord, id: Uuid, mode: SnapshotMode) -> Result<bool, DeleteError> {
-        match mode {
-            SnapshotMode::None => {}
-            SnapshotMode::Memory => return Err(DeleteError::SnapshotUnavailable("memory")),
-            SnapshotMode::Filesystem => return Err(DeleteError::SnapshotUnavailable("filesystem")),
+    pub async fn delete_session(&self, user: &UserRecord, id: Uuid, mode: SnapshotMode, save_as_default: bool) -> Result<bool, DeleteError> {
+        let Some(record) = self.store.get_session(user.id, id).await? else {
+            return Ok(false);
+        };
+        if mode == SnapshotMode::None {
+            self.end_session(user.id, id).await?;
+            return Ok(true);
         }
-        if self.store.get_session(user.id, id).await?.is_none() {
+        self.snapshot_precheck(&record).await?;
+        let handle = self.registry.lock().expect("registry lock").sessions.remove(&id);
+        let Some(handle) = handle else {
+            // Deleted by a concurrent call meanwhile.
+            return Ok(true);
+        };
+        let view = handle.control.view().await;
+        let browser = release_handle(handle).await;
+        let saved = match browser {
+            Some(browser) => self.save_released(browser, &record, mode, save_as_default).await,
+            None => Err(SaveError::BrowserGone(format!(
+                "session {id}'s browser was gone before it could be saved; the session is deleted and no snapshot was written"
+            ))),
+        };
+        self.finish_delete(id, Some(view)).await?;
+        saved?;
+        Ok(true)
+    }
+
+    /// Refuses a snapshot that cannot be taken, before anything changes.
+    async fn snapshot_precheck(&self, record: &SessionRecord) -> Result<(), SaveError> {
+        if record.agent_session_type == "external-cdp" {
+            return Err(SaveError::Unsupported(
+                "a session on an external browser (external-cdp) has no profile of agentbox's to save; use save_snapshot_mode=none".into(),
+            ));
+        }
+        let live = self.registry.lock().expect("registry lock").sessions.contains_key(&record.id);
+        let (true, Some(dir)) = (live, record.profile_dir.as_ref()) else {
+            let why = record.status_reason.clone().unwrap_or_else(|| session::BROWSER_DIED.into());
+            return Err(SaveError::BrowserGone(format!("{why} (there is no live browser to save; use save_snapshot_mode=none)")));
+        };
+        self.snapshots.check_size(dir.into()).await
+    }
+
+    /// Saves a released browser into its session's environment: `filesystem` quits it
+    /// cleanly and packs its profile; `memory` freezes it, packs its profile as the
+    /// fallback copy and parks it.
+    async fn save_released(&self, browser: agentbox_browser::Browser, record: &SessionRecord, mode: SnapshotMode, make_default: bool) -> Result<(), SaveError> {
+        let captured = async {
+            let state = agentbox_browser::capture_state(browser.connection(), browser.page().target_id()).await?;
+            Ok::<_, agentbox_browser::cdp::CdpError>((state, browser.version().await?))
+        }
+        .await;
+        let (state, version) = match captured {
+            Ok(c) => c,
+            Err(e) => {
+                browser.close().await;
+                return Err(SaveError::Capture(e.to_string()));
+            }
+        };
+        let (env, sid) = (record.environment_id, record.id);
+        match mode {
+            SnapshotMode::None => {
+                browser.close().await;
+                Ok(())
+            }
+            SnapshotMode::Filesystem => {
+                let remains = browser.close_clean(CLEAN_CLOSE_TIMEOUT).await;
+                let written = self.snapshots.write(env, sid, remains.dir().to_owned(), state, version, "closed").await;
+                let _ = tokio::task::spawn_blocking(move || remains.clear_blocking()).await;
+                self.record_snapshot(env, written?.0, make_default).await
+            }
+            SnapshotMode::Memory => {
+                browser.freeze();
+                let written = self.snapshots.write(env, sid, browser.profile_dir().to_owned(), state, version, "frozen").await;
+                let snapshot = match written {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        browser.close().await;
+                        return Err(e);
+                    }
+                };
+                self.record_snapshot(env, snapshot, make_default).await?;
+                let pid = browser.pid();
+                let kib = tokio::task::spawn_blocking(move || procfs::group_pss_kib(pid)).await.unwrap_or(0);
+                let closing = match self.snapshots.standby.park(env, sid, browser, kib) {
+                    Ok(evicted) => evicted,
+                    Err(not) => {
+                        tracing::warn!(environment_id = %env, why = %not.why, "not parking the browser; its filesystem snapshot remains");
+                        vec![not.browser]
+                    }
+                };
+                for b in closing {
+                    b.close().await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes `snapshot` its environment's latest (and maybe the user's default), then
+    /// removes the archive it replaced.
+    async fn record_snapshot(&self, env: Uuid, snapshot: agentbox_store::SnapshotRef, make_default: bool) -> Result<(), SaveError> {
+        let key = snapshot.key.clone();
+        match self.store.save_snapshot(env, &snapshot, make_default).await {
+            Ok(Some(old)) => {
+                self.snapshots.delete_blob(old).await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                self.snapshots.delete_blob(key).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Saves a filesystem snapshot of a running session without ending it: the browser is
+    /// frozen while its profile is packed, then goes on where it was.
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn snapshot_session(&self, user: &UserRecord, id: Uuid, make_default: bool) -> Result<(Uuid, Manifest), SnapshotError> {
+        let record = self.store.get_session(user.id, id).await?.ok_or(SnapshotError::NotFound)?;
+        self.snapshot_precheck(&record).await?;
+        let handle = self.handle(user, id).await.map_err(|e| match e {
+            ActionError::NotFound => SnapshotError::NotFound,
+            other => SnapshotError::Save(SaveError::BrowserGone(other.to_string())),
+        })?;
+        let (reply, held) = oneshot::channel();
+        let (resume, resumed) = oneshot::channel::<()>();
+        let gone = || SaveError::BrowserGone(session::BROWSER_DIED.into());
+        handle.send(Command::Hold { reply, resume: resumed }).await.map_err(|_| gone())?;
+        let held = held.await.map_err(|_| gone())?.map_err(|e| SaveError::BrowserGone(e.to_string()))?;
+        let written = self.snapshots.write(record.environment_id, id, held.profile_dir, held.state, held.chromium_version, "frozen").await;
+        drop(resume);
+        let (snapshot, manifest) = written?;
+        self.record_snapshot(record.environment_id, snapshot, make_default).await?;
+        Ok((record.environment_id, manifest))
+    }
+
+    /// The user's environments, oldest first.
+    pub async fn list_environments(&self, user: &UserRecord) -> Result<Vec<EnvironmentView>, StoreError> {
+        Ok(self.store.list_environments(user.id).await?.into_iter().map(|r| self.environment_view(user, r)).collect())
+    }
+
+    pub async fn get_environment(&self, user: &UserRecord, id: Uuid) -> Result<EnvironmentView, LookupError> {
+        let record = self.store.get_environment(user.id, id).await?.ok_or(LookupError::NotFound)?;
+        Ok(self.environment_view(user, record))
+    }
+
+    fn environment_view(&self, user: &UserRecord, record: EnvironmentRecord) -> EnvironmentView {
+        let manifest = record.snapshot.as_ref().and_then(|s| serde_json::from_str(&s.manifest).ok());
+        let parked = self.snapshots.standby.info(record.id);
+        EnvironmentView { is_default: user.default_environment_id == Some(record.id), manifest, parked, record }
+    }
+
+    /// Deletes one of the user's environments with its archive and parked browser.
+    /// `Ok(false)` when there is no such environment; refused while a live session uses it.
+    pub async fn delete_environment(&self, user: &UserRecord, id: Uuid) -> Result<bool, EnvironmentError> {
+        if self.store.get_environment(user.id, id).await?.is_none() {
             return Ok(false);
         }
-        self.end_session(user.id, id).await?;
+        let handles: Vec<Arc<SessionHandle>> =
+            self.registry.lock().expect("registry lock").sessions.values().filter(|h| h.user_id == user.id).cloned().collect();
+        let mut using = Vec::new();
+        for h in handles {
+            let v = h.control.view().await;
+            if v.record.environment_id == id {
+                using.push(v.record.id.to_string());
+            }
+        }
+        if !using.is_empty() {
+            return Err(EnvironmentError::InUse(format!(
+                "environment {id} is used by live session(s) {}; delete them first",
+                using.join(", ")
+            )));
+        }
+        let Some(key) = self.store.delete_environment(user.id, id, now_ms()).await? else {
+            return Ok(false);
+        };
+        if let Some(b) = self.snapshots.standby.remove(id) {
+            b.close().await;
+        }
+        if let Some(key) = key {
+            self.snapshots.delete_blob(key).await;
+        }
         Ok(true)
+    }
+
+    /// Closes parked browsers past their TTL; returns how many.
+    pub async fn expire_parked_once(&self) -> usize {
+        let expired = self.snapshots.standby.expired();
+        let n = expired.len();
+        for b in expired {
+            b.close().await;
+        }
+        n
+    }
+
+    /// How many browsers are parked now.
+    pub fn parked_browsers(&self) -> usize {
+        self.snapshots.standby.len()
     }
 
     /// Deletes all of the user's sessions. `Ok(false)` when there were none.
@@ -629,6 +916,11 @@ impl Engine {
         if view.is_none() {
             view = self.store.get_session(user_id, id).await?.map(|r| self.view(r));
         }
+        self.finish_delete(id, view).await
+    }
+
+    /// Marks a session deleted, with its `session.deleted` event.
+    async fn finish_delete(&self, id: Uuid, view: Option<SessionView>) -> Result<(), StoreError> {
         let now = now_ms();
         let outbox: Vec<_> = view
             .map(|mut v| {
@@ -659,7 +951,7 @@ impl Engine {
             .filter(|(_, h)| h.idle_for() > self.config.idle_timeout && h.control.exec_now() != ExecutionStatus::Running)
             .map(|(id, h)| (h.user_id, *id))
             .collect();
-        let mut report = ReapReport::default();
+        let mut report = ReapReport { parked_expired: self.expire_parked_once().await, ..ReapReport::default() };
         for (user_id, id) in idle {
             tracing::info!(session_id = %id, "ending a session idle for longer than idle_timeout");
             match self.end_session(user_id, id).await {
@@ -692,6 +984,9 @@ impl Engine {
             let control = h.control.clone();
             close_handle(h).await;
             control.stopped_by_server(SERVER_STOPPED).await;
+        }
+        for b in self.snapshots.standby.drain() {
+            b.close().await;
         }
         // Stop the drivers only now: the janitor clears what the closes above left.
         let _ = self.stop.send(true);
@@ -738,6 +1033,17 @@ async fn close_handle(h: Arc<SessionHandle>) {
             if shared.tx.send(Command::Close { reply }).await.is_ok() {
                 let _ = done.await;
             }
+        }
+    }
+}
+
+/// Ends a session's actor and takes its live browser.
+async fn release_handle(h: Arc<SessionHandle>) -> Option<agentbox_browser::Browser> {
+    match Arc::try_unwrap(h) {
+        Ok(h) => h.release().await,
+        Err(shared) => {
+            let (reply, done) = oneshot::channel();
+            if shared.tx.send(Command::Release { reply }).await.is_ok() { done.await.ok().flatten() } else { None }
         }
     }
 }

@@ -4,6 +4,8 @@
 use agentbox_browser::LaunchError;
 use agentbox_store::StoreError;
 
+pub use crate::snapshot::{RestoreError, SaveError};
+
 /// Which limit a create ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CapacityScope {
@@ -22,6 +24,12 @@ pub enum CreateError {
     Capacity { scope: CapacityScope, limit: usize },
     #[error("{0}")]
     RestoreNotFound(String),
+    /// The snapshot to restore is damaged or in a format this build cannot read.
+    #[error("{0}")]
+    SnapshotDamaged(String),
+    /// The snapshot was sound but the browser could not be brought back from it.
+    #[error("the browser could not be restored: {0}")]
+    Restore(String),
     #[error("the browser could not be started: {0}")]
     Launch(#[from] LaunchError),
     /// An `external-cdp` browser that could not be reached.
@@ -72,8 +80,32 @@ impl From<LookupError> for ActionError {
 /// Deleting sessions.
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {
-    #[error("save_snapshot_mode={0} is not available yet; delete with save_snapshot_mode=none")]
-    SnapshotUnavailable(&'static str),
+    /// The snapshot asked for could not be saved (see [`SaveError`] for whether the
+    /// session is still there).
+    #[error(transparent)]
+    Snapshot(#[from] SaveError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Saving a snapshot of a running session (`POST …/snapshot`).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("session not found")]
+    NotFound,
+    #[error(transparent)]
+    Save(#[from] SaveError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Deleting an environment.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    #[error("environment not found")]
+    NotFound,
+    #[error("{0}")]
+    InUse(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

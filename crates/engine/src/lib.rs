@@ -20,5 +20,5 @@ pub mod validate;
 
 pub use agentbox_store::{ExecutionStatus, MessageRecord, MessageType};
 pub use config::{AgentSpec, EngineConfig, Provider, Secret};
-pub use engine::{CdpAccess, CdpEndpoint, CreateSession, Engine, MESSAGES_PAGE, ReapReport, RestoreSource, SERVER_RESTARTED, SendMessage, SessionView, StartError};
+pub use engine::{CdpAccess, CdpEndpoint, CreateSession, Engine, EnvironmentView, MESSAGES_PAGE, ReapReport, RestoreSource, SERVER_RESTARTED, SendMessage, SessionView, StartError};
 pub use session::BROWSER_DIED;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use agentbox_browser::{Browser, PageError, Remains, Screenshot};
+use agentbox_browser::{Browser, BrowserState, PageError, Remains, Screenshot, capture_state};
 use agentbox_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -33,6 +33,25 @@ pub(crate) enum Command {
     Navigate { url: String, reply: oneshot::Sender<Result<String, ActionError>> },
     Screenshot { reply: oneshot::Sender<Result<Screenshot, ActionError>> },
     Close { reply: oneshot::Sender<()> },
+    /// Ends the session but hands its live browser back (for a memory or filesystem
+    /// snapshot) instead of killing it; `None` when the browser is already gone.
+    Release { reply: oneshot::Sender<Option<Browser>> },
+    /// Captures the browser's state and freezes it; it stays frozen, and every later
+    /// command waits, until `resume` fires or is dropped.
+    Hold { reply: oneshot::Sender<Result<Held, ActionError>>, resume: oneshot::Receiver<()> },
+}
+
+/// A frozen browser's state, for a snapshot taken while the session goes on.
+pub(crate) struct Held {
+    pub state: BrowserState,
+    pub profile_dir: std::path::PathBuf,
+    pub chromium_version: String,
+}
+
+enum End {
+    Close(oneshot::Sender<()>),
+    Release(oneshot::Sender<Option<Browser>>),
+    Dropped,
 }
 
 /// The registry's handle on a running actor.
@@ -58,6 +77,14 @@ impl SessionHandle {
     /// Sends a command; an actor that has gone away means the browser is gone.
     pub async fn send(&self, cmd: Command) -> Result<(), ActionError> {
         self.tx.send(cmd).await.map_err(|_| ActionError::BrowserGone(BROWSER_DIED.into()))
+    }
+
+    /// Ends the actor and takes its live browser (`None` when it is gone).
+    pub async fn release(self) -> Option<Browser> {
+        let (reply, done) = oneshot::channel();
+        let browser = if self.tx.send(Command::Release { reply }).await.is_ok() { done.await.ok().flatten() } else { None };
+        let _ = self.task.await;
+        browser
     }
 
     /// Asks the actor to close the browser and waits for it to finish.
@@ -106,13 +133,40 @@ pub(crate) fn spawn(view: crate::engine::SessionView, browser: Browser, store: A
 }
 
 #[tracing::instrument(skip_all, fields(session_id = %id))]
-async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, control: Arc<Control>, settings: ActorSettings) {
+async fn run(id: Uuid, mut browser: Browser, mut rx: mpsc::Receiver<Command>, control: Arc<Control>, settings: ActorSettings) {
     let mut alive = true;
-    let close_reply = loop {
+    let end = loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
-                None => break None,
-                Some(Command::Close { reply }) => break Some(reply),
+                None => break End::Dropped,
+                Some(Command::Close { reply }) => break End::Close(reply),
+                Some(Command::Release { reply }) => break End::Release(reply),
+                Some(Command::Hold { reply, resume }) => {
+                    if !alive {
+                        let _ = reply.send(Err(gone()));
+                        continue;
+                    }
+                    let current = control.tabs().current();
+                    let captured = async {
+                        let state = capture_state(browser.connection(), current.target_id()).await?;
+                        let version = browser.version().await?;
+                        Ok::<_, agentbox_browser::cdp::CdpError>((state, version))
+                    }
+                    .await;
+                    match captured {
+                        Ok((state, chromium_version)) => {
+                            browser.freeze();
+                            let held = Held { state, profile_dir: browser.profile_dir().to_owned(), chromium_version };
+                            if reply.send(Ok(held)).is_ok() {
+                                let _ = resume.await;
+                            }
+                            browser.thaw();
+                        }
+                        Err(e) => {
+                            let _ = reply.send(blame_death(&browser, Err(ActionError::Browser(e.to_string()))));
+                        }
+                    }
+                }
                 Some(Command::Navigate { url, reply }) => {
                     let result = if alive { navigate(&control, &url, settings.navigation_timeout).await } else { Err(gone()) };
                     let _ = reply.send(blame_death(&browser, result));
@@ -135,6 +189,22 @@ async fn run(id: Uuid, browser: Browser, mut rx: mpsc::Receiver<Command>, contro
     };
     // The task stops before the browser goes.
     control.close().await;
+    let close_reply = match end {
+        End::Release(reply) if alive && browser.is_alive() => {
+            // The next owner starts on the tab this session was acting on.
+            browser.set_page(control.tabs().current());
+            if let Err(Some(unwanted)) = reply.send(Some(browser)) {
+                unwanted.close().await;
+            }
+            return;
+        }
+        End::Release(reply) => {
+            let _ = reply.send(None);
+            None
+        }
+        End::Close(reply) => Some(reply),
+        End::Dropped => None,
+    };
     // Kill now, clean up off the request path; if the janitor is gone (shutdown), clean here.
     let remains = browser.kill_detached(&settings.trash_dir);
     if let Err(unsent) = settings.janitor.send(remains) {

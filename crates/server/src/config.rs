@@ -66,6 +66,20 @@ pub struct ServeArgs {
     /// Deliver webhooks to loopback, private and link-local addresses [default: false].
     #[arg(long, env = "AGENTBOX_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: Option<bool>,
+    /// Most MiB of browser profile (caches left out, before compression) one snapshot may
+    /// hold [default: 1024].
+    #[arg(long, env = "AGENTBOX_SNAPSHOT_MAX_MIB")]
+    pub snapshot_max_mib: Option<u64>,
+    /// Most browsers parked for memory snapshots at once; 0 turns memory snapshots off
+    /// (a memory save then keeps only its filesystem copy) [default: 4].
+    #[arg(long, env = "AGENTBOX_STANDBY_MAX_BROWSERS")]
+    pub standby_max_browsers: Option<usize>,
+    /// Most memory (PSS, MiB) all parked browsers may hold together [default: 4096].
+    #[arg(long, env = "AGENTBOX_STANDBY_MAX_MEMORY_MIB")]
+    pub standby_max_memory_mib: Option<u64>,
+    /// How long a parked browser waits for a restore before it is closed [default: 15m].
+    #[arg(long, env = "AGENTBOX_STANDBY_TTL")]
+    pub standby_ttl: Option<String>,
     /// Browser viewport, WIDTHxHEIGHT [default: 1280x720].
     #[arg(long, env = "AGENTBOX_VIEWPORT")]
     pub viewport: Option<String>,
@@ -94,6 +108,10 @@ struct FileConfig {
     webhook_retry_schedule: Option<String>,
     webhook_timeout: Option<String>,
     webhook_allow_private: Option<bool>,
+    snapshot_max_mib: Option<u64>,
+    standby_max_browsers: Option<usize>,
+    standby_max_memory_mib: Option<u64>,
+    standby_ttl: Option<String>,
     viewport: Option<String>,
     log: Option<String>,
     /// Agent names and what runs them, `[agents.my-agent]`; `agi-0` and `agi-0-fast`
@@ -233,6 +251,7 @@ impl Config {
             ("task_timeout", args.task_timeout.clone().or(file.task_timeout), &mut engine.task_timeout),
             ("sse_heartbeat", args.sse_heartbeat.clone().or(file.sse_heartbeat), &mut engine.sse_heartbeat),
             ("webhook_timeout", args.webhook_timeout.clone().or(file.webhook_timeout), &mut engine.webhooks.timeout),
+            ("standby_ttl", args.standby_ttl.clone().or(file.standby_ttl), &mut engine.standby.ttl),
         ];
         for (name, value, slot) in durations {
             if let Some(v) = value {
@@ -248,6 +267,15 @@ impl Config {
         }
         if let Some(b) = args.webhook_allow_private.or(file.webhook_allow_private) {
             engine.webhooks.allow_private = b;
+        }
+        if let Some(n) = args.snapshot_max_mib.or(file.snapshot_max_mib) {
+            engine.snapshot_max_bytes = positive("snapshot_max_mib", n as usize)? as u64 * 1024 * 1024;
+        }
+        if let Some(n) = args.standby_max_browsers.or(file.standby_max_browsers) {
+            engine.standby.max_browsers = n;
+        }
+        if let Some(n) = args.standby_max_memory_mib.or(file.standby_max_memory_mib) {
+            engine.standby.max_memory_kib = positive("standby_max_memory_mib", n as usize)? as u64 * 1024;
         }
         if let Some(v) = args.viewport.clone().or(file.viewport) {
             engine.viewport = parse_viewport(&v)?;

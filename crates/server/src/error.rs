@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use agentbox_browser::LaunchError;
-use agentbox_engine::error::{ActionError, CapacityScope, CdpError, ControlError, CreateError, DeleteError, LookupError};
+use agentbox_engine::error::{
+    ActionError, CapacityScope, CdpError, ControlError, CreateError, DeleteError, EnvironmentError, LookupError, SaveError, SnapshotError,
+};
 use agentbox_store::StoreError;
 
 /// Stable error codes. The status each maps to is fixed in [`Code::status`].
@@ -30,6 +32,10 @@ pub enum Code {
     BrowserLaunchFailed,
     NavigationFailed,
     NotImplemented,
+    SnapshotDamaged,
+    SnapshotTooLarge,
+    SnapshotUnsupported,
+    EnvironmentInUse,
     InternalError,
 }
 
@@ -53,6 +59,10 @@ impl Code {
             Self::BrowserLaunchFailed => "browser_launch_failed",
             Self::NavigationFailed => "navigation_failed",
             Self::NotImplemented => "not_implemented",
+            Self::SnapshotDamaged => "snapshot_damaged",
+            Self::SnapshotTooLarge => "snapshot_too_large",
+            Self::SnapshotUnsupported => "snapshot_unsupported",
+            Self::EnvironmentInUse => "environment_in_use",
             Self::InternalError => "internal_error",
         }
     }
@@ -64,9 +74,15 @@ impl Code {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidUrl => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::SnapshotTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::WebsocketRequired => StatusCode::UPGRADE_REQUIRED,
-            Self::BrowserGone | Self::AlreadyPaused | Self::NotPaused | Self::NoTaskRunning => StatusCode::CONFLICT,
+            Self::BrowserGone
+            | Self::AlreadyPaused
+            | Self::NotPaused
+            | Self::NoTaskRunning
+            | Self::SnapshotDamaged
+            | Self::SnapshotUnsupported
+            | Self::EnvironmentInUse => StatusCode::CONFLICT,
             Self::CapacityExceeded | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::BrowserLaunchFailed | Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NavigationFailed => StatusCode::BAD_GATEWAY,
@@ -176,7 +192,12 @@ impl From<CreateError> for ApiError {
                 });
                 err
             }
-            CreateError::RestoreNotFound(detail) => Self::new(Code::SnapshotNotFound, detail),
+            CreateError::RestoreNotFound(detail) => Self::new(Code::SnapshotNotFound, capitalize(&detail)),
+            CreateError::SnapshotDamaged(detail) => {
+                tracing::warn!(detail = %detail, "a snapshot was refused");
+                Self::new(Code::SnapshotDamaged, capitalize(&detail))
+            }
+            CreateError::Restore(cause) => Self::internal(&format!("restore failed: {cause}")),
             CreateError::Launch(launch) => {
                 tracing::error!(error = %launch, "browser launch failed");
                 Self::new(Code::BrowserLaunchFailed, launch_detail(&launch))
@@ -249,8 +270,41 @@ impl From<CdpError> for ApiError {
 impl From<DeleteError> for ApiError {
     fn from(e: DeleteError) -> Self {
         match e {
-            DeleteError::SnapshotUnavailable(_) => Self::new(Code::NotImplemented, capitalize(&e.to_string())),
+            DeleteError::Snapshot(save) => save.into(),
             DeleteError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<SaveError> for ApiError {
+    fn from(e: SaveError) -> Self {
+        let detail = capitalize(&e.to_string());
+        match e {
+            SaveError::TooLarge { .. } => Self::new(Code::SnapshotTooLarge, format!("{detail}; nothing was changed")),
+            SaveError::Unsupported(_) => Self::new(Code::SnapshotUnsupported, detail),
+            SaveError::BrowserGone(_) => Self::new(Code::BrowserGone, detail),
+            SaveError::Capture(cause) | SaveError::Io(cause) => Self::internal(&format!("snapshot failed: {cause}")),
+            SaveError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<SnapshotError> for ApiError {
+    fn from(e: SnapshotError) -> Self {
+        match e {
+            SnapshotError::NotFound => Self::not_found("session"),
+            SnapshotError::Save(save) => save.into(),
+            SnapshotError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<EnvironmentError> for ApiError {
+    fn from(e: EnvironmentError) -> Self {
+        match e {
+            EnvironmentError::NotFound => Self::not_found("environment"),
+            EnvironmentError::InUse(why) => Self::new(Code::EnvironmentInUse, capitalize(&why)),
+            EnvironmentError::Store(s) => s.into(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{cdp, events, live, meta, sessions};
+use crate::routes::{cdp, environments, events, live, meta, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,10 @@ use crate::routes::{cdp, events, live, meta, sessions};
         sessions::sessions_cancel,
         sessions::sessions_navigate,
         sessions::sessions_screenshot,
+        environments::sessions_snapshot,
+        environments::environments_list,
+        environments::environments_get,
+        environments::environments_delete,
         meta::models_list,
         meta::users_me,
         meta::health_get,
@@ -34,7 +38,7 @@ use crate::routes::{cdp, events, live, meta, sessions};
         meta::metrics_get,
     ),
     modifiers(&BearerAuth),
-    tags((name = "sessions"), (name = "tasks"), (name = "browser"), (name = "meta"))
+    tags((name = "sessions"), (name = "tasks"), (name = "browser"), (name = "environments"), (name = "meta"))
 )]
 pub struct ApiDoc;
 

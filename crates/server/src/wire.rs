@@ -359,3 +359,102 @@ impl From<agentbox_store::WebhookEventRecord> for WebhookDelivery {
 pub struct WebhookDeliveriesResponse {
     pub deliveries: Vec<WebhookDelivery>,
 }
+
+/// (ext) A saved snapshot's manifest: what it holds, never its secrets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotInfo {
+    pub created_at: String,
+    /// The session it was saved from.
+    pub session_id: String,
+    pub format: String,
+    pub format_version: u32,
+    /// SHA-256 of the archive, checked on every restore.
+    pub sha256: String,
+    /// Size of the compressed archive.
+    pub size_bytes: u64,
+    /// Bytes of profile it holds before compression.
+    pub unpacked_bytes: u64,
+    pub files: u64,
+    pub chromium_version: String,
+    /// `closed` (Chromium quit cleanly first) or `frozen` (copied while stopped).
+    pub captured: String,
+    /// The URLs of the saved tabs, and which one was active.
+    pub tabs: Vec<String>,
+    pub active_tab: usize,
+    pub cookies: usize,
+}
+
+impl From<agentbox_engine::snapshot::Manifest> for SnapshotInfo {
+    fn from(m: agentbox_engine::snapshot::Manifest) -> Self {
+        Self {
+            created_at: iso8601(m.created_at_ms),
+            session_id: m.session_id.to_string(),
+            format: m.format,
+            format_version: m.format_version,
+            sha256: m.sha256,
+            size_bytes: m.archive_bytes,
+            unpacked_bytes: m.unpacked_bytes,
+            files: m.files,
+            chromium_version: m.chromium_version,
+            captured: m.captured,
+            tabs: m.tabs,
+            active_tab: m.active_tab,
+            cookies: m.cookies,
+        }
+    }
+}
+
+/// (ext) A parked browser (memory snapshot).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemorySnapshotInfo {
+    pub session_id: String,
+    pub parked_at: String,
+    /// When it is closed if no restore uses it first.
+    pub expires_at: String,
+    pub memory_bytes: u64,
+}
+
+/// (ext) An environment: where a session's saved browser state lives.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnvironmentResponse {
+    pub environment_id: String,
+    pub created_at: String,
+    /// True when it is the caller's default (`restore_default_environment_from_user_id`).
+    pub is_default: bool,
+    /// The latest filesystem snapshot, if any.
+    pub snapshot: Option<SnapshotInfo>,
+    /// The parked browser, if any.
+    pub memory_snapshot: Option<MemorySnapshotInfo>,
+}
+
+impl From<agentbox_engine::EnvironmentView> for EnvironmentResponse {
+    fn from(v: agentbox_engine::EnvironmentView) -> Self {
+        Self {
+            environment_id: v.record.id.to_string(),
+            created_at: iso8601(v.record.created_at_ms),
+            is_default: v.is_default,
+            snapshot: v.manifest.map(Into::into),
+            memory_snapshot: v.parked.map(|p| MemorySnapshotInfo {
+                session_id: p.session_id.to_string(),
+                parked_at: iso8601(p.parked_at_ms),
+                expires_at: iso8601(p.expires_at_ms),
+                memory_bytes: p.memory_kib * 1024,
+            }),
+        }
+    }
+}
+
+/// Body of `POST /v1/sessions/{id}/snapshot` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct SnapshotRequest {
+    /// Also make the session's environment the caller's default.
+    #[serde(default)]
+    pub save_as_default: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotResponse {
+    pub success: bool,
+    pub environment_id: String,
+    pub snapshot: SnapshotInfo,
+}

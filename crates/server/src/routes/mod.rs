@@ -1,6 +1,7 @@
 //! The router: every route, its fallbacks, the body limit and the request log.
 
 pub mod cdp;
+pub mod environments;
 pub mod events;
 pub mod live;
 pub mod meta;
@@ -42,6 +43,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/sessions/{id}/cancel", post(sessions::sessions_cancel))
         .route("/v1/sessions/{id}/navigate", post(sessions::sessions_navigate))
         .route("/v1/sessions/{id}/screenshot", get(sessions::sessions_screenshot))
+        .route("/v1/sessions/{id}/snapshot", post(environments::sessions_snapshot))
+        .route("/v1/environments", get(environments::environments_list))
+        .route("/v1/environments/{id}", get(environments::environments_get).delete(environments::environments_delete))
         .route("/v1/models", get(meta::models_list))
         .route("/v1/users/me", get(meta::users_me))
         .route("/healthz", get(meta::health_get))

@@ -54,7 +54,8 @@ pub async fn sessions_get(State(engine): Eng, AuthUser(user): AuthUser, id: Sess
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "session id"), DeleteQuery),
     responses((status = 200, body = DeleteResponse), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 501, description = "snapshot modes arrive with snapshots", body = ErrorBody)),
+        (status = 409, description = "no live browser to save, or an external one; the session is kept", body = ErrorBody),
+        (status = 413, description = "the profile is over snapshot_max_bytes; the session is kept", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn sessions_delete(
     State(engine): Eng,
@@ -64,7 +65,7 @@ pub async fn sessions_delete(
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let mode = q.snapshot_mode()?;
     let deleted = match id.0 {
-        Some(id) => engine.delete_session(&user, id, mode).await?,
+        Some(id) => engine.delete_session(&user, id, mode, q.save_as_default.unwrap_or(false)).await?,
         None => false,
     };
     Ok(Json(DeleteResponse {
