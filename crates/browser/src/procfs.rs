@@ -12,6 +12,13 @@ pub struct ProcInfo {
     pub pgid: u32,
 }
 
+/// A process's state letter from `/proc/<pid>/stat` (`R`, `S`, `T` for stopped, `Z`, …).
+pub fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: read after its end.
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// Every live process whose command line has `--user-data-dir=` under `profiles_root`.
 /// Chromium's child processes rewrite their command line into one space-separated string,
 /// so this looks for the flag anywhere in the raw bytes rather than argument by argument.

@@ -727,7 +727,7 @@ impl Engine {
                 "a session on an external browser (external-cdp) has no profile of agentbox's to save; use save_snapshot_mode=none".into(),
             ));
         }
-        let live = self.registry.lock().expect("registry lock").sessions.contains_key(&record.id);
+        let live = record.status != SessionStatus::Error && self.registry.lock().expect("registry lock").sessions.contains_key(&record.id);
         let (true, Some(dir)) = (live, record.profile_dir.as_ref()) else {
             let why = record.status_reason.clone().unwrap_or_else(|| session::BROWSER_DIED.into());
             return Err(SaveError::BrowserGone(format!("{why} (there is no live browser to save; use save_snapshot_mode=none)")));

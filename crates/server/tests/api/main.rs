@@ -11,5 +11,6 @@ mod planners;
 mod recovery;
 mod sdk;
 mod sessions;
+mod snapshots;
 mod support;
 mod webhooks;

@@ -378,6 +378,41 @@ impl Site {
                 <input id=i oninput=\"document.title='typed:'+this.value\">") }))
             .route("/long", get(|| async { page("Long page", "<h1>Top</h1><div style='height:4000px'></div>\
                 <p>Footer note: you reached the end</p><button onclick=\"this.innerText='Clicked at the bottom'\">Bottom button</button>") }));
+        let router = router
+            // Sets all five kinds of state a snapshot must keep; the title says when done.
+            .route("/account/login", get(|| async {
+                let body = "<p>Signing in…</p><script>\
+                    localStorage.setItem('theme', 'dark'); sessionStorage.setItem('draft', 'hello');\
+                    const open = indexedDB.open('app', 1);\
+                    open.onupgradeneeded = () => open.result.createObjectStore('kv');\
+                    open.onsuccess = () => { const tx = open.result.transaction('kv', 'readwrite');\
+                      tx.objectStore('kv').put('alice', 'user'); tx.oncomplete = () => { document.title = 'Logged in'; }; };</script>";
+                (
+                    axum::response::AppendHeaders([(axum::http::header::SET_COOKIE, "remember=yes; Max-Age=86400; Path=/"),
+                     (axum::http::header::SET_COOKIE, "sid=abc123; Path=/; HttpOnly")]),
+                    page("Signing in", body),
+                )
+            }))
+            // Shows the state: cookies as the server received them, then each storage.
+            .route("/account", get(|headers: axum::http::HeaderMap| async move {
+                let cookies: String = headers.get("cookie").and_then(|c| c.to_str().ok()).unwrap_or("").chars()
+                    .filter(|c| c.is_alphanumeric() || "=; ".contains(*c)).collect();
+                let body = format!("<p id=c>{cookies}</p><script>\
+                    const show = (idb) => {{ document.title = 'State: cookie=[' + document.getElementById('c').textContent + '] ls=' + \
+                      localStorage.getItem('theme') + ' ss=' + sessionStorage.getItem('draft') + ' idb=' + idb; }};\
+                    const open = indexedDB.open('app', 1);\
+                    open.onupgradeneeded = () => open.result.createObjectStore('kv');\
+                    open.onsuccess = () => {{ const r = open.result.transaction('kv').objectStore('kv').get('user');\
+                      r.onsuccess = () => show(r.result); r.onerror = () => show('error'); }};\
+                    open.onerror = () => show('error');</script>");
+                page("Account", &body)
+            }))
+            // Live state only a memory snapshot keeps: typed text, a JS counter, the scroll offset.
+            .route("/form", get(|| async { page("Form", "<label for=n>Notes</label><input id=n> <button id=b>Bump</button>\
+                <div style='height:4000px'></div><p>End</p><script>window.bumps = 0; const t = () => { document.title = \
+                'Form v=' + document.getElementById('n').value + ' n=' + window.bumps + ' y=' + Math.round(scrollY); };\
+                document.getElementById('n').oninput = t; document.getElementById('b').onclick = () => { window.bumps++; t(); };\
+                addEventListener('scroll', t); t();</script>") }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
