@@ -271,7 +271,7 @@ impl Engine {
     /// Creates a session with its own browser; returns once the browser is ready.
     #[tracing::instrument(skip_all, fields(user_id = %user.id))]
     pub async fn create_session(&self, user: &UserRecord, req: CreateSession) -> Result<SessionView, CreateError> {
-        let agent_name = req.agent_name.unwrap_or_else(|| "agi-0".to_owned());
+        let agent_name = req.agent_name.clone().unwrap_or_else(|| "agi-0".to_owned());
         if !self.config.agents.iter().any(|a| a.name == agent_name) {
             return Err(CreateError::UnknownAgent { given: agent_name, valid: self.agent_names() });
         }
@@ -295,7 +295,7 @@ impl Engine {
             }
             *reg.starting.entry(user.id).or_default() += 1;
         }
-        let result = self.start_session(user, agent_name, req.webhook_url, req.goal, req.max_steps, req.external_cdp, restore).await;
+        let result = self.start_session(user, agent_name, req, restore).await;
         let refused = {
             let mut reg = self.registry.lock().expect("registry lock");
             reg.finish_starting(user.id);
@@ -317,12 +317,10 @@ impl Engine {
         &self,
         user: &UserRecord,
         agent_name: String,
-        webhook_url: Option<HttpUrl>,
-        goal: Option<String>,
-        max_steps: MaxSteps,
-        external_cdp: Option<String>,
+        req: CreateSession,
         restore: Option<(EnvironmentRecord, bool)>,
     ) -> Result<(SessionView, SessionHandle), CreateError> {
+        let CreateSession { webhook_url, goal, max_steps, external_cdp, .. } = req;
         let Some(spec) = self.config.agents.iter().find(|a| a.name == agent_name).cloned() else {
             return Err(CreateError::UnknownAgent { given: agent_name, valid: self.agent_names() });
         };

@@ -64,13 +64,13 @@ impl Standby {
     /// Parks a frozen browser for `environment_id`, replacing the one parked there before.
     /// Returns the browsers that must now be closed (the replaced one and any evicted to stay
     /// within bounds), or the browser itself when it can never fit.
-    pub fn park(&self, environment_id: Uuid, session_id: Uuid, browser: Browser, memory_kib: u64) -> Result<Vec<Browser>, NotParked> {
+    pub fn park(&self, environment_id: Uuid, session_id: Uuid, browser: Browser, memory_kib: u64) -> Result<Vec<Browser>, Box<NotParked>> {
         if self.limits.max_browsers == 0 {
-            return Err(NotParked { browser, why: "memory snapshots are turned off (standby_max_browsers = 0)".into() });
+            return Err(Box::new(NotParked { browser, why: "memory snapshots are turned off (standby_max_browsers = 0)".into() }));
         }
         if memory_kib > self.limits.max_memory_kib {
             let why = format!("the browser holds {memory_kib} KiB, more than the standby pool's {} KiB", self.limits.max_memory_kib);
-            return Err(NotParked { browser, why });
+            return Err(Box::new(NotParked { browser, why }));
         }
         let now = now_ms();
         let info = ParkedInfo { session_id, parked_at_ms: now, expires_at_ms: now + self.limits.ttl.as_millis() as i64, memory_kib };

@@ -178,7 +178,7 @@ async fn a_memory_snapshot_brings_back_the_live_page_once_then_the_disk_copy_and
     let r = server.post("/v1/sessions", &json!({ "restore_from_environment_id": env }).to_string()).await;
     assert_eq!(r.body["restored_from"], "filesystem", "{}", r.body);
     // enable_memory_snapshot=false skips a parked browser even when there is one.
-    let other_env = server.get(&format!("/v1/environments")).await.body.as_array().unwrap().iter()
+    let other_env = server.get("/v1/environments").await.body.as_array().unwrap().iter()
         .find(|e| !e["memory_snapshot"].is_null()).expect("the second parked browser")["environment_id"].as_str().unwrap().to_owned();
     let r = server.post("/v1/sessions", &json!({ "restore_from_environment_id": other_env, "enable_memory_snapshot": false }).to_string()).await;
     assert_eq!(r.body["restored_from"], "filesystem", "{}", r.body);
