@@ -59,6 +59,15 @@ pub enum BenchCommand {
         #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
         chromium_path: Option<PathBuf>,
     },
+    /// Snapshots: save time and archive size (filesystem, memory), and restore to ready and
+    /// to the first page showing its state, for the memory and filesystem paths.
+    Snapshot {
+        /// Samples per measurement.
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        #[arg(long, env = "AGENTBOX_CHROMIUM_PATH")]
+        chromium_path: Option<PathBuf>,
+    },
     /// Agent step overhead without a model: observation build and action execution on a
     /// page with about 500 interactive elements, directly and through a running task.
     Step {
@@ -79,6 +88,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Step { iterations, chromium_path } => bench_step(iterations.max(1), chromium_path).await?,
         BenchCommand::Live { changes, viewers, chromium_path } => bench_live(changes.max(1), viewers.max(1), chromium_path).await?,
         BenchCommand::Cdp { iterations, chromium_path } => bench_cdp(iterations.max(1), chromium_path).await?,
+        BenchCommand::Snapshot { iterations, chromium_path } => bench_snapshot(iterations.max(1), chromium_path).await?,
         BenchCommand::Events { messages, subscribers, webhooks, chromium_path } => {
             bench_events(messages.max(1), subscribers.max(1), webhooks.max(1), chromium_path).await?
         }
@@ -166,6 +176,84 @@ async fn page_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> 
         let _ = axum::serve(listener, router).await;
     });
     Ok((format!("http://{addr}/"), task))
+}
+
+/// A page that keeps a cookie, localStorage, sessionStorage and an IndexedDB record; its
+/// title is `state ok` when it finds all four, else it sets them (`state set`).
+async fn state_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    const PAGE: &str = "<!doctype html><title>loading</title><p>state</p><script>\
+        const o = indexedDB.open('b', 1); o.onupgradeneeded = () => o.result.createObjectStore('kv');\
+        o.onsuccess = () => { const r = o.result.transaction('kv').objectStore('kv').get('k'); r.onsuccess = () => {\
+          const ok = r.result === 'v' && localStorage.getItem('k') === 'v' && sessionStorage.getItem('k') === 'v' && document.cookie.includes('c=v');\
+          if (ok) { document.title = 'state ok'; return; }\
+          localStorage.setItem('k', 'v'); sessionStorage.setItem('k', 'v'); document.cookie = 'c=v; max-age=86400; path=/';\
+          const tx = o.result.transaction('kv', 'readwrite'); tx.objectStore('kv').put('v', 'k'); tx.oncomplete = () => { document.title = 'state set'; }; }; };\
+        </script>";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { axum::response::Html(PAGE) }));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok((format!("http://{addr}/"), task))
+}
+
+async fn wait_title(server: &Server, id: &str, title: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shot = server.call(reqwest::Method::GET, &format!("/v1/sessions/{id}/screenshot"), None).await?;
+        if shot["title"] == title {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the page never showed {title:?} (it shows {})", shot["title"]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn bench_snapshot(n: usize, chromium_path: Option<PathBuf>) -> anyhow::Result<()> {
+    println!("agentbox bench snapshot: {n} samples each, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let (page, page_task) = state_server().await?;
+    let server = Server::start(2, chromium_path).await?;
+    let mut results: Vec<(&str, Vec<Duration>, Vec<Duration>, Vec<Duration>, Vec<u64>)> = Vec::new();
+    for mode in ["filesystem", "memory"] {
+        let (mut save, mut ready, mut first, mut sizes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let id = server.create().await?;
+            let nav = json!({ "url": page });
+            server.call(reqwest::Method::POST, &format!("/v1/sessions/{id}/navigate"), Some(nav.clone())).await?;
+            wait_title(&server, &id, "state set").await?;
+            server.call(reqwest::Method::POST, &format!("/v1/sessions/{id}/navigate"), Some(nav)).await?;
+            wait_title(&server, &id, "state ok").await?;
+            let env = server.call(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None).await?["environment_id"].clone();
+            let t = Instant::now();
+            server.call(reqwest::Method::DELETE, &format!("/v1/sessions/{id}?save_snapshot_mode={mode}"), None).await?;
+            save.push(t.elapsed());
+            let e = server.call(reqwest::Method::GET, &format!("/v1/environments/{}", env.as_str().unwrap_or_default()), None).await?;
+            sizes.push(e["snapshot"]["size_bytes"].as_u64().unwrap_or(0));
+            server.app_engine.pool().wait_full().await;
+            let t = Instant::now();
+            let r = server.call(reqwest::Method::POST, "/v1/sessions", Some(json!({ "restore_from_environment_id": env }))).await?;
+            ready.push(t.elapsed());
+            anyhow::ensure!(r["restored_from"] == mode, "restored from {} instead of {mode}", r["restored_from"]);
+            let restored = r["session_id"].as_str().context("session_id")?.to_owned();
+            wait_title(&server, &restored, "state ok").await?;
+            first.push(t.elapsed());
+            server.delete(&restored).await?;
+        }
+        results.push((mode, save, ready, first, sizes));
+    }
+    for (mode, save, ready, first, mut sizes) in results {
+        sizes.sort();
+        let target = if mode == "memory" { 50.0 } else { 500.0 };
+        report(&format!("save ({mode})"), save, None);
+        report(&format!("restore → ready ({mode})"), ready, Some(target));
+        report(&format!("restore → page with state ({mode})"), first, None);
+        println!("{:<34} median {:.1} KiB (min {:.1}, max {:.1})", format!("archive size ({mode})"),
+            sizes[sizes.len() / 2] as f64 / 1024.0, sizes[0] as f64 / 1024.0, sizes[sizes.len() - 1] as f64 / 1024.0);
+    }
+    server.stop().await?;
+    page_task.abort();
+    Ok(())
 }
 
 /// A page with 500 interactive elements (links, buttons, labelled inputs, selects), most
