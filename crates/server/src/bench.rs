@@ -214,7 +214,6 @@ async fn bench_snapshot(n: usize, chromium_path: Option<PathBuf>) -> anyhow::Res
     println!("agentbox bench snapshot: {n} samples each, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (page, page_task) = state_server().await?;
     let server = Server::start(2, chromium_path).await?;
-    let mut results: Vec<(&str, Vec<Duration>, Vec<Duration>, Vec<Duration>, Vec<u64>)> = Vec::new();
     for mode in ["filesystem", "memory"] {
         let (mut save, mut ready, mut first, mut sizes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..n {
@@ -240,9 +239,6 @@ async fn bench_snapshot(n: usize, chromium_path: Option<PathBuf>) -> anyhow::Res
             first.push(t.elapsed());
             server.delete(&restored).await?;
         }
-        results.push((mode, save, ready, first, sizes));
-    }
-    for (mode, save, ready, first, mut sizes) in results {
         sizes.sort();
         let target = if mode == "memory" { 50.0 } else { 500.0 };
         report(&format!("save ({mode})"), save, None);

@@ -616,6 +616,18 @@ mod tests {
         }
     }
 
+    /// A fresh store with users `a` and `b`, and one session of `a`'s.
+    async fn two_users_and_a_session() -> (tempfile::TempDir, SqliteStore, UserRecord, UserRecord, SessionRecord) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let (a, ka) = user("a");
+        let (b, kb) = user("b");
+        store.create_user(&a, &ka).await.unwrap();
+        store.create_user(&b, &kb).await.unwrap();
+        let s = store.insert_session(&session(a.id), vec![]).await.unwrap();
+        (dir, store, a, b, s)
+    }
+
     #[tokio::test]
     async fn keys_resolve_to_their_user_until_revoked_by_prefix() {
         let dir = tempfile::tempdir().unwrap();
@@ -630,13 +642,7 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_are_private_to_their_owner_and_vanish_when_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
-        let (a, ka) = user("a");
-        let (b, kb) = user("b");
-        store.create_user(&a, &ka).await.unwrap();
-        store.create_user(&b, &kb).await.unwrap();
-        let s = store.insert_session(&session(a.id), vec![]).await.unwrap();
+        let (_dir, store, a, b, s) = two_users_and_a_session().await;
         assert_eq!(store.get_session(a.id, s.id).await.unwrap().as_ref(), Some(&s));
         assert_eq!(store.get_session(b.id, s.id).await.unwrap(), None);
         assert_eq!(store.list_sessions(b.id).await.unwrap(), vec![]);
@@ -648,13 +654,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_replaces_the_last_one_can_become_the_default_and_goes_with_its_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
-        let (a, ka) = user("a");
-        let (b, kb) = user("b");
-        store.create_user(&a, &ka).await.unwrap();
-        store.create_user(&b, &kb).await.unwrap();
-        let s = store.insert_session(&session(a.id), vec![]).await.unwrap();
+        let (_dir, store, a, b, s) = two_users_and_a_session().await;
         let env = s.environment_id;
         assert_eq!(store.get_environment(a.id, env).await.unwrap().unwrap().snapshot, None);
         assert_eq!(store.get_environment(b.id, env).await.unwrap(), None, "private to its owner");
