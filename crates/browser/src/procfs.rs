@@ -50,7 +50,10 @@ pub fn reap_orphans(profiles_root: &Path) -> usize {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), nix::sys::signal::Signal::SIGKILL);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while found.iter().any(|p| is_running(p.pid)) && std::time::Instant::now() < deadline {
+    // Wait for whole groups: a child the scan missed (it may be mid-exec, or frozen while
+    // its command line was rewritten) still dies with its group, and must be gone too.
+    let alive = || found.iter().any(|p| is_running(p.pid) || (p.pgid != own && group_running(p.pgid)));
+    while alive() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     found.len()
