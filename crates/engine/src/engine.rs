@@ -451,6 +451,7 @@ impl Engine {
                 env.id
             )));
         };
+        let started = std::time::Instant::now();
         let dir = self.config.profiles_dir().join(Uuid::new_v4().to_string());
         let state = self.snapshots.read(snapshot, dir.clone()).await.map_err(|e| match e {
             RestoreError::Damaged(why) => CreateError::SnapshotDamaged(format!(
@@ -460,10 +461,19 @@ impl Engine {
             RestoreError::Io(why) => CreateError::Restore(why),
         })?;
         // A failed launch removes the dir itself.
+        let extracted = started.elapsed();
         let mut browser = self.pool.launcher().launch_in(dir).await?;
+        let launched = started.elapsed();
         match agentbox_browser::restore_state(browser.page(), &state, self.config.navigation_timeout).await {
             Ok((pages, active)) => {
                 browser.set_page(pages[active].clone());
+                tracing::debug!(
+                    environment_id = %env.id,
+                    extract_ms = extracted.as_secs_f64() * 1e3,
+                    launch_ms = (launched - extracted).as_secs_f64() * 1e3,
+                    state_ms = (started.elapsed() - launched).as_secs_f64() * 1e3,
+                    "restored from the filesystem snapshot"
+                );
                 Ok((browser, "filesystem"))
             }
             Err(e) => {

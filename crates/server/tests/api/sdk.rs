@@ -40,3 +40,20 @@ async fn the_official_python_sdk_runs_a_task_to_its_result_and_reports_a_failed_
     assert!(out.status.success(), "the SDK script failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("sdk run_task ok"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_saves_a_filesystem_snapshot_and_restores_it_by_environment() {
+    let site = Site::start().await;
+    let server = Server::start(&["--pool-size", "0"]).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/snapshot_restore.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([&server.base, &server.key, &site.base])
+        .output()
+        .await
+        .expect("python3 runs (the test script installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK script failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("sdk snapshot ok"), "{stdout}");
+}
