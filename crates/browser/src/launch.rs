@@ -83,6 +83,8 @@ pub struct Browser {
     killed: bool,
     /// A browser someone else runs: never killed, no profile dir of ours.
     external: bool,
+    /// How it is frozen, while it is.
+    frozen: Option<crate::freeze::Freezer>,
 }
 
 impl Browser {
@@ -158,7 +160,7 @@ impl Browser {
         };
         std::mem::forget(guard);
         tracing::debug!(pid, devtools_ms = devtools_after.as_secs_f64() * 1e3, ready_ms = started.elapsed().as_secs_f64() * 1e3, "browser launched");
-        Ok(Browser { pid, ws_url, profile_dir: opts.profile_dir.clone(), conn, page, exited, tasks, killed: false, external: false })
+        Ok(Browser { pid, ws_url, profile_dir: opts.profile_dir.clone(), conn, page, exited, tasks, killed: false, external: false, frozen: None })
     }
 
     /// Attaches to a browser someone else runs, by its browser-level DevTools WebSocket URL.
@@ -188,6 +190,7 @@ impl Browser {
             tasks: [idle, waiter],
             killed: true,
             external: true,
+            frozen: None,
         })
     }
 
@@ -252,18 +255,19 @@ impl Browser {
         Ok(v["product"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// Stops every process of the group (SIGSTOP): the browser keeps its memory and its
-    /// DevTools socket but runs nothing until [`Browser::thaw`]. SIGKILL still ends it.
-    pub fn freeze(&self) {
-        if !self.external && self.pid > 1 {
-            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGSTOP);
+    /// Stops every process of the group (the cgroup v2 freezer, else SIGSTOP; see
+    /// `freeze.rs`): the browser keeps its memory and its DevTools socket but runs nothing
+    /// until [`Browser::thaw`]. SIGKILL still ends it. Blocks for a few milliseconds.
+    pub fn freeze(&mut self) {
+        if !self.external && self.pid > 1 && self.frozen.is_none() {
+            self.frozen = Some(crate::freeze::freeze(self.pid));
         }
     }
 
     /// Lets a frozen browser run again.
-    pub fn thaw(&self) {
-        if !self.external && self.pid > 1 {
-            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGCONT);
+    pub fn thaw(&mut self) {
+        if let Some(how) = self.frozen.take() {
+            crate::freeze::thaw(self.pid, &how);
         }
     }
 
@@ -327,6 +331,7 @@ impl Remains {
             tracing::warn!(pgid = self.pgid, "browser processes still running 5 s after SIGKILL");
         }
         let group_gone = started.elapsed();
+        crate::freeze::remove_cgroup(self.pgid);
         remove_dir(&self.dir);
         tracing::debug!(
             pgid = self.pgid,

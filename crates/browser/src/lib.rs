@@ -4,6 +4,7 @@
 
 pub mod cdp;
 mod act;
+pub mod freeze;
 mod launch;
 mod observe;
 mod page;

@@ -56,6 +56,7 @@ pub fn reap_orphans(profiles_root: &Path) -> usize {
     while alive() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    crate::freeze::sweep_cgroups();
     found.len()
 }
 
@@ -123,6 +124,16 @@ pub fn group_cpu_ticks(pgid: u32) -> u64 {
             Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
         })
         .sum()
+}
+
+/// Every live process of a process group.
+pub fn group_pids(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| pgid_of(*pid) == Some(pgid) && is_running(*pid))
+        .collect()
 }
 
 pub fn pgid_of(pid: u32) -> Option<u32> {

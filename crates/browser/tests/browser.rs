@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use agentbox_browser::{Launcher, WarmPool, procfs};
+use agentbox_browser::{Launcher, WarmPool, freeze, procfs};
 
 fn launcher(root: &std::path::Path) -> Launcher {
     Launcher {
@@ -171,4 +171,29 @@ async fn a_call_to_a_tab_that_closes_fails_at_once_instead_of_waiting_for_the_ti
     let (result, ()) = tokio::join!(never, close);
     assert!(matches!(result, Err(CdpError::TargetClosed { .. })), "{result:?}");
     browser.close().await;
+}
+
+#[tokio::test]
+async fn a_frozen_browser_runs_nothing_until_thawed_then_goes_on_with_its_page() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().canonicalize().unwrap();
+    let mut browser = launcher(&root).launch().await.expect("launch");
+    let page = browser.page().clone();
+    page.call("Runtime.evaluate", serde_json::json!({ "expression": "window.kept = 41" })).await.unwrap();
+
+    browser.freeze();
+    let procs = procfs::processes_under(&root);
+    assert!(!procs.is_empty());
+    let running: Vec<_> = procs.iter().filter(|p| !freeze::is_frozen(p.pid)).collect();
+    assert!(running.is_empty(), "every process of the group is frozen: {running:?}");
+
+    browser.thaw();
+    assert!(procfs::processes_under(&root).iter().all(|p| !freeze::is_frozen(p.pid)), "thawed");
+    let v = page.call("Runtime.evaluate", serde_json::json!({ "expression": "window.kept + 1", "returnByValue": true })).await.unwrap();
+    assert_eq!(v["result"]["value"], 42, "the same page, its JS state intact");
+
+    // A frozen browser still dies with its group, and leaves nothing.
+    browser.freeze();
+    browser.close().await;
+    assert!(procfs::processes_under(&root).is_empty());
 }

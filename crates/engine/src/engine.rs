@@ -437,7 +437,7 @@ impl Engine {
     /// A browser with the environment's state: its parked browser when `memory` allows and
     /// one is there, else a new one on its filesystem snapshot. Returns how it was restored.
     async fn restore_browser(&self, env: &EnvironmentRecord, memory: bool) -> Result<(agentbox_browser::Browser, &'static str), CreateError> {
-        if memory && let Some(browser) = self.snapshots.standby.take(env.id) {
+        if memory && let Some(mut browser) = self.snapshots.standby.take(env.id) {
             browser.thaw();
             if browser.is_alive() {
                 return Ok((browser, "memory"));
@@ -746,7 +746,7 @@ impl Engine {
     /// Saves a released browser into its session's environment: `filesystem` quits it
     /// cleanly and packs its profile; `memory` freezes it, packs its profile as the
     /// fallback copy and parks it.
-    async fn save_released(&self, browser: agentbox_browser::Browser, record: &SessionRecord, mode: SnapshotMode, make_default: bool) -> Result<(), SaveError> {
+    async fn save_released(&self, mut browser: agentbox_browser::Browser, record: &SessionRecord, mode: SnapshotMode, make_default: bool) -> Result<(), SaveError> {
         let captured = async {
             let state = agentbox_browser::capture_state(browser.connection(), browser.page().target_id()).await?;
             Ok::<_, agentbox_browser::cdp::CdpError>((state, browser.version().await?))

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agentbox_browser::procfs;
+use agentbox_browser::{freeze, procfs};
 use serde_json::json;
 
 use crate::support::{Server, Site, eventually};
@@ -146,7 +146,7 @@ async fn a_memory_snapshot_brings_back_the_live_page_once_then_the_disk_copy_and
     assert_eq!(parked["snapshot"]["captured"], "frozen", "a filesystem copy is written too: {parked}");
     let group = server.browser_groups();
     assert_eq!(group.len(), 1, "the parked browser still runs");
-    assert!(procfs::processes_under(&server.profiles_dir()).iter().all(|p| procfs::state_of(p.pid) == Some('T')), "and is stopped");
+    assert!(procfs::processes_under(&server.profiles_dir()).iter().all(|p| freeze::is_frozen(p.pid)), "and is stopped");
 
     // From memory: the very same page, typed text, counter and scroll offset included.
     let r = server.post("/v1/sessions", &json!({ "restore_from_environment_id": env }).to_string()).await;
@@ -262,7 +262,7 @@ async fn after_a_server_kill_no_parked_browser_survives_and_its_environment_rest
     let env = server.get(&format!("/v1/sessions/{sid}")).await.body["environment_id"].as_str().unwrap().to_owned();
     assert_eq!(server.delete(&format!("/v1/sessions/{sid}?save_snapshot_mode=memory")).await.body["deleted"], true);
     let parked = server.browser_processes();
-    assert!(!parked.is_empty() && parked.iter().all(|p| procfs::state_of(p.pid) == Some('T')), "precondition: a frozen browser: {parked:?}");
+    assert!(!parked.is_empty() && parked.iter().all(|p| freeze::is_frozen(p.pid)), "precondition: a frozen browser: {parked:?}");
 
     server.kill9();
     assert!(parked.iter().any(|p| procfs::is_running(p.pid)), "precondition: it outlives a SIGKILLed server");
