@@ -91,14 +91,18 @@ fn freeze_cgroup(pgid: u32) -> Option<PathBuf> {
     }
     // A process forked before the freeze but after the move joins now (and freezes on entry).
     move_in();
+    // Moves can be refused (a cgroup with controllers enabled may not take processes):
+    // then the freezer would freeze nothing, and SIGSTOP must do the job instead.
+    let rel = format!("{}/agentbox-{pgid}", cgroup_of("self").unwrap_or_default()).trim_start_matches('/').to_owned();
+    let inside = procfs::group_pids(pgid).iter().all(|pid| cgroup_of(&pid.to_string()).is_none_or(|c| c == rel));
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
-        if events.lines().any(|l| l == "frozen 1") {
+        if inside && events.lines().any(|l| l == "frozen 1") {
             return Some(dir);
         }
-        if Instant::now() > deadline {
-            tracing::warn!(pgid, "the cgroup freezer did not settle; using SIGSTOP");
+        if !inside || Instant::now() > deadline {
+            tracing::warn!(pgid, moved = inside, "the cgroup freezer could not hold the browser; using SIGSTOP");
             let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
             return None;
         }
