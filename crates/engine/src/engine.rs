@@ -21,6 +21,7 @@ use crate::config::EngineConfig;
 use crate::error::{
     ActionError, CapacityScope, ControlError, CreateError, DeleteError, EnvironmentError, LookupError, RestoreError, SaveError, SnapshotError,
 };
+use crate::metrics::Metrics;
 use crate::snapshot::{LocalBlobStore, Manifest, ParkedInfo, Snapshots};
 use crate::session::{self, ActorSettings, Command, SessionHandle};
 use crate::time::now_ms;
@@ -440,6 +441,7 @@ impl Engine {
         if memory && let Some(mut browser) = self.snapshots.standby.take(env.id) {
             browser.thaw();
             if browser.is_alive() {
+                Metrics::count(&self.metrics.restores_memory);
                 return Ok((browser, "memory"));
             }
             tracing::warn!(environment_id = %env.id, "a parked browser died while parked; restoring from disk");
@@ -453,7 +455,13 @@ impl Engine {
         };
         let started = std::time::Instant::now();
         let dir = self.config.profiles_dir().join(Uuid::new_v4().to_string());
-        let state = self.snapshots.read(snapshot, dir.clone()).await.map_err(|e| match e {
+        let state = self.snapshots.read(snapshot, dir.clone()).await.map_err(|e| {
+            if matches!(e, RestoreError::Damaged(_)) {
+                Metrics::count(&self.metrics.restores_damaged);
+            }
+            e
+        });
+        let state = state.map_err(|e| match e {
             RestoreError::Damaged(why) => CreateError::SnapshotDamaged(format!(
                 "environment {}'s snapshot cannot be restored: {why}; save a new snapshot into it or delete it",
                 env.id
@@ -467,6 +475,7 @@ impl Engine {
         match agentbox_browser::restore_state(browser.page(), &state, self.config.navigation_timeout).await {
             Ok((pages, active)) => {
                 browser.set_page(pages[active].clone());
+                Metrics::count(&self.metrics.restores_filesystem);
                 tracing::debug!(
                     environment_id = %env.id,
                     extract_ms = extracted.as_secs_f64() * 1e3,
@@ -769,7 +778,9 @@ impl Engine {
                 let remains = browser.close_clean(CLEAN_CLOSE_TIMEOUT).await;
                 let written = self.snapshots.write(env, sid, remains.dir().to_owned(), state, version, "closed").await;
                 let _ = tokio::task::spawn_blocking(move || remains.clear_blocking()).await;
-                self.record_snapshot(env, written?.0, make_default).await
+                self.record_snapshot(env, written?.0, make_default).await?;
+                Metrics::count(&self.metrics.snapshots_filesystem);
+                Ok(())
             }
             SnapshotMode::Memory => {
                 browser.freeze();
@@ -782,10 +793,14 @@ impl Engine {
                     }
                 };
                 self.record_snapshot(env, snapshot, make_default).await?;
+                Metrics::count(&self.metrics.snapshots_memory);
                 let pid = browser.pid();
                 let kib = tokio::task::spawn_blocking(move || procfs::group_pss_kib(pid)).await.unwrap_or(0);
                 let closing = match self.snapshots.standby.park(env, sid, browser, kib) {
-                    Ok(evicted) => evicted,
+                    Ok(evicted) => {
+                        self.metrics.parked_evicted.fetch_add(evicted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        evicted
+                    }
                     Err(not) => {
                         tracing::warn!(environment_id = %env, why = %not.why, "not parking the browser; its filesystem snapshot remains");
                         vec![not.browser]
@@ -835,6 +850,7 @@ impl Engine {
         drop(resume);
         let (snapshot, manifest) = written?;
         self.record_snapshot(record.environment_id, snapshot, make_default).await?;
+        Metrics::count(&self.metrics.snapshots_live);
         Ok((record.environment_id, manifest))
     }
 
@@ -891,6 +907,7 @@ impl Engine {
     pub async fn expire_parked_once(&self) -> usize {
         let expired = self.snapshots.standby.expired();
         let n = expired.len();
+        self.metrics.parked_evicted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         for b in expired {
             b.close().await;
         }

@@ -19,6 +19,16 @@ pub struct Metrics {
     /// Live-view frames received from Chromium (none while nobody watches).
     pub screencast_frames: AtomicU64,
     pub sse_subscribers: Arc<AtomicU64>,
+    /// Snapshots written: by a delete with `filesystem`, with `memory`, or by `POST …/snapshot`.
+    pub snapshots_filesystem: AtomicU64,
+    pub snapshots_memory: AtomicU64,
+    pub snapshots_live: AtomicU64,
+    /// Sessions restored from a parked browser, from an archive; archives refused as damaged.
+    pub restores_memory: AtomicU64,
+    pub restores_filesystem: AtomicU64,
+    pub restores_damaged: AtomicU64,
+    /// Parked browsers closed before use (evicted or expired).
+    pub parked_evicted: AtomicU64,
 }
 
 impl Metrics {

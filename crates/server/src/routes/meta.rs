@@ -97,7 +97,17 @@ pub async fn metrics_get(
     family("agentbox_live_sessions", "gauge", "Sessions with a running browser.", engine.live_sessions() as u64);
     family("agentbox_warm_browsers", "gauge", "Browsers waiting in the warm pool.", engine.pool().len() as u64);
     family("agentbox_sse_subscribers", "gauge", "Open SSE streams.", Metrics::get(&m.sse_subscribers));
+    family("agentbox_parked_browsers", "gauge", "Browsers parked for memory snapshots.", engine.parked_browsers() as u64);
+    family("agentbox_parked_evicted_total", "counter", "Parked browsers closed unused (evicted or expired).", Metrics::get(&m.parked_evicted));
     family("agentbox_screencast_frames_total", "counter", "Live-view frames received from Chromium.", Metrics::get(&m.screencast_frames));
+    let _ = writeln!(out, "# HELP agentbox_snapshots_total Snapshots written, by how.\n# TYPE agentbox_snapshots_total counter");
+    for (mode, c) in [("filesystem", &m.snapshots_filesystem), ("memory", &m.snapshots_memory), ("live", &m.snapshots_live)] {
+        let _ = writeln!(out, "agentbox_snapshots_total{{mode=\"{mode}\"}} {}", Metrics::get(c));
+    }
+    let _ = writeln!(out, "# HELP agentbox_restores_total Sessions restored, by source; damaged archives refused.\n# TYPE agentbox_restores_total counter");
+    for (from, c) in [("memory", &m.restores_memory), ("filesystem", &m.restores_filesystem), ("damaged", &m.restores_damaged)] {
+        let _ = writeln!(out, "agentbox_restores_total{{from=\"{from}\"}} {}", Metrics::get(c));
+    }
     let _ = writeln!(out, "# HELP agentbox_tasks_total Tasks by how they ended (started counts every task).\n# TYPE agentbox_tasks_total counter");
     for (outcome, c) in [("started", &m.tasks_started), ("finished", &m.tasks_finished), ("failed", &m.tasks_failed), ("cancelled", &m.tasks_cancelled)] {
         let _ = writeln!(out, "agentbox_tasks_total{{outcome=\"{outcome}\"}} {}", Metrics::get(c));

@@ -182,6 +182,17 @@ async fn a_memory_snapshot_brings_back_the_live_page_once_then_the_disk_copy_and
         .find(|e| !e["memory_snapshot"].is_null()).expect("the second parked browser")["environment_id"].as_str().unwrap().to_owned();
     let r = server.post("/v1/sessions", &json!({ "restore_from_environment_id": other_env, "enable_memory_snapshot": false }).to_string()).await;
     assert_eq!(r.body["restored_from"], "filesystem", "{}", r.body);
+
+    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    for line in [
+        "agentbox_snapshots_total{mode=\"memory\"} 3",
+        "agentbox_restores_total{from=\"memory\"} 1",
+        "agentbox_restores_total{from=\"filesystem\"} 3",
+        "agentbox_parked_evicted_total 1",
+        "agentbox_parked_browsers 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "/metrics lacks {line:?}:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
