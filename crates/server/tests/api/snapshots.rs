@@ -81,8 +81,12 @@ async fn deleting_with_a_filesystem_snapshot_restores_cookies_storage_and_indexe
     assert_eq!(saved.body["is_default"], true);
     assert_eq!(server.get("/v1/users/me").await.body["default_environment_id"], env.as_str());
 
-    // By the deleted session's id: the tab comes back on /account with all five.
-    let r = server.post("/v1/sessions", &json!({ "restore_from_session_id": sid }).to_string()).await;
+    // By the deleted session's id (it wins over the other restore fields, which name
+    // nothing here): the tab comes back on /account with all five.
+    let nothing = "00000000-0000-4000-8000-000000000000";
+    let body = json!({ "restore_from_session_id": sid, "restore_from_environment_id": nothing,
+                       "restore_default_environment_from_user_id": nothing });
+    let r = server.post("/v1/sessions", &body.to_string()).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["restored_from"], "filesystem");
     assert_eq!(r.body["environment_id"], env.as_str(), "a restored session joins the environment");
