@@ -53,7 +53,7 @@ pub struct Manifest {
 /// Why a snapshot could not be saved.
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
-    #[error("the browser profile is larger than the snapshot limit of {limit} bytes (snapshot_max_bytes)")]
+    #[error("the browser profile is larger than the snapshot limit of {limit} bytes (the server setting snapshot_max_mib)")]
     TooLarge { limit: u64 },
     #[error("{0}")]
     Unsupported(String),

@@ -24,7 +24,7 @@ fn environment_id(raw: &str) -> Result<Uuid, ApiError> {
     request_body(content = SnapshotRequest, description = "optional"),
     responses((status = 200, body = SnapshotResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "the browser is gone, or is external", body = ErrorBody),
-        (status = 413, description = "the profile is over snapshot_max_bytes", body = ErrorBody)),
+        (status = 413, description = "the profile is over snapshot_max_mib", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn sessions_snapshot(
     State(engine): Eng,

@@ -55,7 +55,7 @@ pub async fn sessions_get(State(engine): Eng, AuthUser(user): AuthUser, id: Sess
     params(("id" = String, Path, description = "session id"), DeleteQuery),
     responses((status = 200, body = DeleteResponse), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 409, description = "no live browser to save, or an external one; the session is kept", body = ErrorBody),
-        (status = 413, description = "the profile is over snapshot_max_bytes; the session is kept", body = ErrorBody)),
+        (status = 413, description = "the profile is over snapshot_max_mib; the session is kept", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn sessions_delete(
     State(engine): Eng,

@@ -407,6 +407,12 @@ impl Site {
                     open.onerror = () => show('error');</script>");
                 page("Account", &body)
             }))
+            // 2 MiB of incompressible data in IndexedDB (written through to disk at commit).
+            .route("/big", get(|| async { page("Big", "<script>const bytes = new Uint8Array(2 << 20);\
+                for (let i = 0; i < bytes.length; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));\
+                const o = indexedDB.open('big', 1); o.onupgradeneeded = () => o.result.createObjectStore('kv');\
+                o.onsuccess = () => { const tx = o.result.transaction('kv', 'readwrite'); tx.objectStore('kv').put(bytes, 'blob');\
+                  tx.oncomplete = () => { document.title = 'Big stored'; }; };</script>") }))
             // Live state only a memory snapshot keeps: typed text, a JS counter, the scroll offset.
             .route("/form", get(|| async { page("Form", "<label for=n>Notes</label><input id=n> <button id=b>Bump</button>\
                 <div style='height:4000px'></div><p>End</p><script>window.bumps = 0; const t = () => { document.title = \
