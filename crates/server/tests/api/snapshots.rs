@@ -311,3 +311,23 @@ async fn snapshots_of_sessions_without_a_live_browser_are_refused_and_the_sessio
     assert_eq!(server.delete("/v1/environments/00000000-0000-4000-8000-000000000000").await.body["deleted"], false);
     server.post(&format!("/v1/sessions/{sid}/snapshot"), r#"{"save_as_default": "yes"}"#).await.assert_error(422, "validation_error", "save_as_default");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_browser_past_its_ttl_is_closed_and_its_environment_restores_from_disk() {
+    let server = Server::start(&["--pool-size", "0", "--standby-ttl", "1s", "--reap-interval", "100ms"]).await;
+    let sid = server.create_session().await;
+    let env = server.get(&format!("/v1/sessions/{sid}")).await.body["environment_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.delete(&format!("/v1/sessions/{sid}?save_snapshot_mode=memory")).await.body["deleted"], true);
+    let parked = server.get(&format!("/v1/environments/{env}")).await.body;
+    assert!(!parked["memory_snapshot"]["expires_at"].is_null(), "{parked}");
+
+    // The reaper closes it once its TTL has passed; nothing of it is left running.
+    eventually("the parked browser expires", Duration::from_secs(15), || async {
+        server.get(&format!("/v1/environments/{env}")).await.body["memory_snapshot"].is_null().then_some(())
+    })
+    .await;
+    server.wait_browser_groups(0).await;
+    let r = server.post("/v1/sessions", &json!({ "restore_from_environment_id": env }).to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["restored_from"], "filesystem");
+}
