@@ -455,21 +455,18 @@ impl Engine {
         };
         let started = std::time::Instant::now();
         let dir = self.config.profiles_dir().join(Uuid::new_v4().to_string());
-        let state = self.snapshots.read(snapshot, dir.clone()).await.map_err(|e| {
-            if matches!(e, RestoreError::Damaged(_)) {
+        let state = self.snapshots.read(snapshot, dir.clone()).await.map_err(|e| match e {
+            RestoreError::Damaged(why) => {
                 Metrics::count(&self.metrics.restores_damaged);
+                CreateError::SnapshotDamaged(format!(
+                    "environment {}'s snapshot cannot be restored: {why}; save a new snapshot into it or delete it",
+                    env.id
+                ))
             }
-            e
-        });
-        let state = state.map_err(|e| match e {
-            RestoreError::Damaged(why) => CreateError::SnapshotDamaged(format!(
-                "environment {}'s snapshot cannot be restored: {why}; save a new snapshot into it or delete it",
-                env.id
-            )),
             RestoreError::Io(why) => CreateError::Restore(why),
         })?;
-        // A failed launch removes the dir itself.
         let extracted = started.elapsed();
+        // A failed launch removes the dir itself.
         let mut browser = self.pool.launcher().launch_in(dir).await?;
         let launched = started.elapsed();
         match agentbox_browser::restore_state(browser.page(), &state, self.config.navigation_timeout).await {
