@@ -129,7 +129,12 @@ async fn open_tab(page: &Page, tab: &TabState, wait: Duration) -> Result<(), Cdp
         None
     };
     if let Err(e) = page.navigate(&tab.url, wait).await {
-        tracing::warn!(url = %tab.url, error = %e, "a restored tab did not load");
+        // The origin only: a URL's path and query may carry secrets.
+        let why = match e {
+            crate::page::PageError::Navigation { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        tracing::warn!(origin = %tab.origin, error = %why, "a restored tab did not load");
     }
     if let Some(id) = script {
         // Later documents of this tab are the page's own business.
