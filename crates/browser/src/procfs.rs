@@ -70,11 +70,7 @@ pub fn is_running(pid: u32) -> bool {
 
 /// True while any process of the group runs (zombies do not count).
 pub fn group_running(pgid: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .any(|pid| pgid_of(pid) == Some(pgid) && is_running(pid))
+    !group_pids(pgid).is_empty()
 }
 
 /// Waits, up to `limit`, until no process of the group runs. Blocking: call it from a
