@@ -730,7 +730,11 @@ impl Engine {
             ))),
         };
         self.finish_delete(id, Some(view)).await?;
-        saved?;
+        saved.map_err(|e| match e {
+            // The profile grew past the limit between the check and the pack.
+            SaveError::TooLarge { limit, .. } => SaveError::TooLarge { limit, session_deleted: true },
+            other => other,
+        })?;
         Ok(true)
     }
 

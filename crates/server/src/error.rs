@@ -280,7 +280,7 @@ impl From<SaveError> for ApiError {
     fn from(e: SaveError) -> Self {
         let detail = capitalize(&e.to_string());
         match e {
-            SaveError::TooLarge { .. } => Self::new(Code::SnapshotTooLarge, format!("{detail}; nothing was changed")),
+            SaveError::TooLarge { .. } => Self::new(Code::SnapshotTooLarge, detail),
             SaveError::Unsupported(_) => Self::new(Code::SnapshotUnsupported, detail),
             SaveError::BrowserGone(_) => Self::new(Code::BrowserGone, detail),
             SaveError::Capture(cause) | SaveError::Io(cause) => Self::internal(&format!("snapshot failed: {cause}")),

@@ -53,8 +53,9 @@ pub struct Manifest {
 /// Why a snapshot could not be saved.
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
-    #[error("the browser profile is larger than the snapshot limit of {limit} bytes (the server setting snapshot_max_mib)")]
-    TooLarge { limit: u64 },
+    #[error("the browser profile is larger than the snapshot limit of {limit} bytes (the server setting snapshot_max_mib){}",
+        if *.session_deleted { "; the session was deleted while it was being saved, without a snapshot" } else { "; nothing was changed" })]
+    TooLarge { limit: u64, session_deleted: bool },
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
@@ -97,7 +98,7 @@ impl Snapshots {
     pub async fn check_size(&self, dir: PathBuf) -> Result<(), SaveError> {
         let bytes = tokio::task::spawn_blocking(move || profile_bytes(&dir)).await.map_err(|e| SaveError::Io(e.to_string()))?;
         match bytes {
-            Ok(b) if b > self.max_bytes => Err(SaveError::TooLarge { limit: self.max_bytes }),
+            Ok(b) if b > self.max_bytes => Err(SaveError::TooLarge { limit: self.max_bytes, session_deleted: false }),
             Ok(_) => Ok(()),
             Err(e) => Err(SaveError::Io(e.to_string())),
         }
@@ -121,7 +122,7 @@ impl Snapshots {
         let packed = tokio::task::spawn_blocking(move || {
             let mut w = blobs.create(&k).map_err(|e| SaveError::Io(e.to_string()))?;
             let packed = archive::pack(&dir, &state, limit, &mut w).map_err(|e| match e {
-                PackError::TooLarge { limit } => SaveError::TooLarge { limit },
+                PackError::TooLarge { limit } => SaveError::TooLarge { limit, session_deleted: false },
                 PackError::Io(e) => SaveError::Io(e.to_string()),
             })?;
             w.commit().map_err(|e| SaveError::Io(e.to_string()))?;
